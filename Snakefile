@@ -1,0 +1,40 @@
+# aid: CMIP6 -> 0.25 deg regional climate fields and extremes with a diffusion downscaler.
+#
+#   snakemake --cores 2                    # default run on the sample data
+#   snakemake --profile slurm              # on a SLURM cluster (see slurm/config.yaml)
+#
+# Data flow: demo_archive? -> catalog -> fetch -> check_fetch -> regrid -> train_adjustment -> adjust
+#            reference -> train -> downscale (+ baseline) -> check -> indices -> ensemble_stats
+#            -> evaluate -> report
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+# Semantic checks (reversed years, unknown variables, unsafe output paths) beyond the schema.
+from aid.config import check_semantics
+
+check_semantics(config, source="config")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
+include: "workflow/rules/regrid.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/downscale.smk"
+include: "workflow/rules/indices.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,156 @@
+"""Configuration: one YAML file, validated against ``config/schema.yaml``.
+
+Why both a schema and semantic checks: the JSON schema (also used by ``snakemake.utils.validate``)
+catches unknown keys and wrong types; :func:`check_semantics` catches what a schema cannot express
+(reversed year ranges, empty boxes, output paths that escape ``output_dir``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from aid.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+def load_schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def validate(cfg: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``cfg`` against the schema and semantic rules; return a deep copy.
+
+    Raises :class:`ConfigError` naming the offending key.
+    """
+    cfg = copy.deepcopy(dict(cfg))
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        if err.validator == "additionalProperties":
+            # Name the unknown key itself, not its parent.
+            allowed = set(err.schema.get("properties", {}))
+            unknown = sorted(set(err.instance) - allowed)
+            parent = _key_path(err)
+            where = unknown[0] if parent == "<top level>" else f"{parent}.{unknown[0]}"
+            raise ConfigError(
+                f"{source}: unknown key '{where}'.",
+                f"remove it or fix its spelling; allowed keys here: {', '.join(sorted(allowed))}.",
+            )
+        raise ConfigError(
+            f"{source}: invalid value for '{_key_path(err)}': {err.message}.",
+            "see config/schema.yaml for the allowed values.",
+        )
+    check_semantics(cfg, source)
+    return cfg
+
+
+def _check_range(cfg: Mapping[str, Any], key: str, source: str) -> None:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return
+        node = node[part]
+    if node is not None and node[0] > node[1]:
+        raise ConfigError(
+            f"{source}: '{key}' is reversed ({node[0]} > {node[1]}).",
+            f"write it as [{node[1]}, {node[0]}].",
+        )
+
+
+def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
+    """Rules a JSON schema cannot express."""
+    for key in (
+        "domain.lat",
+        "domain.lon",
+        "adjust.reference_period",
+        "model.train.years",
+        "indices.base_period",
+        "evaluation.period",
+        "demo_archive.historical_years",
+        "demo_archive.scenario_years",
+    ):
+        _check_range(cfg, key, source)
+    for exp, years in cfg["search"]["experiments"].items():
+        _check_range({"e": {exp: years}}, f"e.{exp}", source)
+    out = Path(cfg["output_dir"])
+    if out.is_absolute() is False and ".." in out.parts:
+        raise ConfigError(
+            f"{source}: 'output_dir' ({cfg['output_dir']}) climbs out of the working directory.",
+            "use a path below the repository (e.g. results) or an absolute path.",
+        )
+    for var in cfg["search"]["variables"]:
+        if var not in cfg["reference"]["files"]:
+            raise ConfigError(
+                f"{source}: variable '{var}' is in search.variables but has no entry in 'reference.files'.",
+                f"add reference.files.{var} (ERA5 daily files) or drop {var} from search.variables.",
+            )
+        if var not in cfg["adjust"].get("methods", {}):
+            raise ConfigError(
+                f"{source}: variable '{var}' has no bias-adjustment method in 'adjust.methods'.",
+                f"add adjust.methods.{var}: {{method: QDM, kind: '+'}} (or '*' for pr).",
+            )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Read a YAML config, apply nested ``overrides``, validate, return it."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist.", "pass --config with a valid path.")
+    try:
+        with open(path) as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}).", "fix the YAML syntax.") from exc
+    if overrides:
+        cfg = deep_update(cfg, overrides)
+    return validate(cfg, source=str(path))
+
+
+def deep_update(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, v in new.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_update(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def output_path(cfg: Mapping[str, Any], *parts: str) -> Path:
+    """A path under ``output_dir``; refuses components that would escape it.
+
+    Why: wildcard values and config strings end up in file names; none may climb out of the
+    output directory (``..``, absolute components, path separators inside a facet).
+    """
+    root = Path(cfg["output_dir"])
+    for part in parts:
+        p = str(part)
+        if p in {"", ".", ".."} or os.path.isabs(p) or ".." in Path(p).parts:
+            raise ConfigError(
+                f"path component {p!r} would escape output_dir {root}.",
+                "use plain facet names (letters, digits, '-', '_').",
+            )
+    path = root.joinpath(*map(str, parts))
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ConfigError(f"path {path} escapes output_dir {root}.", "use plain facet names.")
+    return path

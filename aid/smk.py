@@ -1,0 +1,35 @@
+"""Glue for the thin Snakemake scripts in ``workflow/scripts``.
+
+Why: every script needs the same three things: log to the rule's log file, turn an
+:class:`~aid.errors.AidError` into one clear log line (no traceback wall) and a non-zero exit,
+and read the validated config. Keeping it here keeps each script to one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from aid.errors import AidError
+
+
+def run(snakemake: Any, func: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Call ``func(**kwargs)`` with logging routed to ``snakemake.log[0]``."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if len(snakemake.log):
+        handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    log = logging.getLogger(f"aid.rule.{snakemake.rule}")
+    log.info("rule %s wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    try:
+        return func(**kwargs)
+    except AidError as exc:
+        log.error("rule %s failed: %s", snakemake.rule, exc)
+        sys.exit(1)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command 2: set up, then run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pytest -n "${AID_TEST_WORKERS:-2}" --durations=15 "$@"

@@ -1,0 +1,78 @@
+# Paths, wildcard constraints and target lists shared by every rule file.
+from pathlib import Path
+
+from aid import naming
+
+OUT = config["output_dir"]
+VARS = list(config["search"]["variables"])
+SOURCES = list(config["search"]["sources"])
+EXPERIMENTS = list(config["search"]["experiments"])
+MEMBERS = list(config["search"]["members"])
+REF = config["reference"].get("name", "ERA5")
+EVAL_EXP = naming.EVALUATION_EXPERIMENT
+EVAL_MEMBER = naming.EVALUATION_MEMBER
+HIST = "historical"
+NSAMPLES = int(config["downscale"]["n_samples"])
+DEMO = bool(config.get("demo_archive", {}).get("enabled", False))
+
+
+wildcard_constraints:
+    source=r"[A-Za-z0-9-]+",
+    experiment=r"[A-Za-z0-9-]+",
+    member=r"r\d+i\d+p\d+f\d+",
+    variable=r"[A-Za-z]+",
+    year=r"\d{4}",
+    sample=r"\d+",
+
+
+def catalog_path():
+    """The intake-esm catalog: the user's (config catalog.path) or the one the workflow builds."""
+    if config["catalog"].get("path"):
+        return config["catalog"]["path"]
+    return f"{OUT}/catalog/catalog.json"
+
+
+def checkpoint_path():
+    """An existing checkpoint from config (then `train` does not run) or the trained one."""
+    return config["model"].get("checkpoint") or f"{OUT}/model/checkpoint.pt"
+
+
+def reference_inputs(wildcards=None):
+    """Reference ERA5 daily files (the demo archive writes them when enabled)."""
+    if DEMO:
+        return [f"{OUT}/demo-archive/manifest.json"]
+    return []
+
+
+def years(experiment):
+    return naming.experiment_years(config, experiment)
+
+
+def deliverables(source, experiment, member, year, baseline=False):
+    return [str(p) for p in naming.deliverable_paths(config, source, experiment, member, year, baseline).values()]
+
+
+def sample_deliverables(source, experiment, member, sample, experiment_years=None):
+    """All yearly files of one (source, experiment, member, sample), keyed by variable."""
+    ys = experiment_years or years(experiment)
+    out = {v: [] for v in VARS}
+    for y in ys:
+        for (v, s), p in naming.deliverable_paths(config, source, experiment, member, y).items():
+            if s == int(sample):
+                out[v].append(str(p))
+    return out
+
+
+def all_downscale_jobs():
+    return naming.downscale_jobs(config)
+
+
+def all_targets():
+    targets = []
+    for job in all_downscale_jobs():
+        targets.append(f"{OUT}/checks/{job['source']}/{job['experiment']}/{job['member']}/{job['year']}.json")
+    for source in SOURCES:
+        for experiment in EXPERIMENTS:
+            targets.append(f"{OUT}/indices/ensemble/{source}_{experiment}.nc")
+    targets.append(f"{OUT}/evaluation/metrics.json")
+    return targets

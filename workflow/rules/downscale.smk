@@ -1,0 +1,78 @@
+# Stage 3b: one downscaling job per (source, experiment, member, year), a bicubic baseline, checks.
+
+
+def coarse_inputs(wildcards):
+    """Bias-adjusted coarse fields; the evaluation run takes the coarsened reference itself."""
+    if wildcards.experiment == EVAL_EXP:
+        return expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS)
+    return [f"{OUT}/adjusted/{wildcards.source}/{wildcards.experiment}/{wildcards.member}.nc"]
+
+
+rule downscale:
+    """N seeded diffusion samples of one year at 0.25 deg, streamed day-batch by day-batch."""
+    input:
+        coarse=coarse_inputs,
+        checkpoint=checkpoint_path(),
+    output:
+        naming.deliverable_patterns(config),
+    log:
+        f"{OUT}/logs/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
+    params:
+        # Changing the ensemble size or the seed re-runs exactly the affected jobs.
+        n_samples=NSAMPLES,
+        seed=config["downscale"]["seed"],
+    resources:
+        gpu=1,
+    threads: 2
+    script:
+        "../scripts/downscale.py"
+
+
+rule baseline:
+    """BCSD-like reference deliverable: bias-adjusted coarse fields upsampled bicubically."""
+    input:
+        coarse=coarse_inputs,
+        static=config["reference"]["static"],
+    output:
+        naming.deliverable_patterns(config, baseline=True),
+    log:
+        f"{OUT}/logs/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+    script:
+        "../scripts/baseline.py"
+
+
+rule check:
+    """Physical checks of one job's deliverables; a violation fails the run."""
+    input:
+        downscaled=lambda wc: deliverables(wc.source, wc.experiment, wc.member, wc.year),
+        baseline=lambda wc: deliverables(wc.source, wc.experiment, wc.member, wc.year, baseline=True),
+    output:
+        f"{OUT}/checks/{{source}}/{{experiment}}/{{member}}/{{year}}.json",
+    log:
+        f"{OUT}/logs/check/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+    script:
+        "../scripts/check.py"
+
+
+rule downscale_member:
+    """Target: every year of one (source, experiment, member), e.g.
+    snakemake --cores 2 results/targets/AID-ERA5-DERIVED/ssp245/r2i1p1f1.done"""
+    input:
+        lambda wc: [
+            f"{OUT}/checks/{wc.source}/{wc.experiment}/{wc.member}/{y}.json" for y in years(wc.experiment)
+        ],
+    output:
+        touch(f"{OUT}/targets/{{source}}/{{experiment}}/{{member}}.done"),
+
+
+rule downscale_experiment:
+    """Target: every member and year of one scenario, e.g.
+    snakemake --cores 2 results/targets/AID-ERA5-DERIVED/ssp245.done"""
+    input:
+        lambda wc: [
+            f"{OUT}/checks/{wc.source}/{wc.experiment}/{m}/{y}.json" for m in MEMBERS for y in years(wc.experiment)
+        ],
+    output:
+        touch(f"{OUT}/targets/{{source}}/{{experiment}}.done"),

@@ -1,0 +1,57 @@
+# Stage 1: demo archive (optional), catalog, fetch + standardise, completeness check.
+
+
+if DEMO:
+
+    rule demo_archive:
+        """GCM-like CMIP6-style archive + 0.25 deg reference, DERIVED FROM REAL ERA5 (not GCM output)."""
+        output:
+            manifest=f"{OUT}/demo-archive/manifest.json",
+        log:
+            f"{OUT}/logs/demo_archive.log",
+        params:
+            era5_dir=config["demo_archive"]["era5_dir"],
+            out_root=f"{OUT}/demo-archive",
+        script:
+            "../scripts/demo_archive.py"
+
+
+if not config["catalog"].get("path"):
+
+    rule catalog:
+        """intake-esm ESM collection (JSON + CSV) of a CMIP6 DRS tree."""
+        input:
+            reference_inputs(),
+        output:
+            json=f"{OUT}/catalog/catalog.json",
+            csv=f"{OUT}/catalog/catalog.csv",
+        log:
+            f"{OUT}/logs/catalog.log",
+        params:
+            root=config["catalog"]["build_root"],
+        script:
+            "../scripts/catalog.py"
+
+
+rule fetch:
+    """Search the catalog by facets; standardise names, units, calendar, longitudes; crop to region+halo."""
+    input:
+        catalog=catalog_path(),
+    output:
+        f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
+    log:
+        f"{OUT}/logs/fetch/{{source}}_{{experiment}}_{{member}}_{{variable}}.log",
+    script:
+        "../scripts/fetch.py"
+
+
+rule check_fetch:
+    """Time coverage, all-NaN slices and physical bounds of every fetched variable; fails early."""
+    input:
+        expand(f"{OUT}/fetch/{{{{source}}}}/{{{{experiment}}}}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
+    output:
+        f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/completeness.json",
+    log:
+        f"{OUT}/logs/check_fetch/{{source}}_{{experiment}}_{{member}}.log",
+    script:
+        "../scripts/check_fetch.py"

@@ -1,0 +1,65 @@
+# Stage 4a: xclim extremes indices per (source, experiment, member, sample) and ensemble statistics.
+
+
+def index_run_inputs(wildcards):
+    files = sample_deliverables(wildcards.source, wildcards.experiment, wildcards.member, wildcards.sample)
+    return [p for v in VARS for p in files[v]]
+
+
+def index_base_inputs(wildcards):
+    """The historical base period of the same member and sample, for percentile thresholds."""
+    if wildcards.experiment in (HIST, EVAL_EXP):
+        return []
+    files = sample_deliverables(wildcards.source, HIST, wildcards.member, wildcards.sample)
+    return [p for v in VARS for p in files[v]]
+
+
+rule indices:
+    """xclim indicators (config indices.names) of one diffusion sample of one member."""
+    input:
+        run=index_run_inputs,
+        base=index_base_inputs,
+    output:
+        f"{OUT}/indices/{{source}}/{{experiment}}/{{member}}/r{{sample}}.nc",
+    log:
+        f"{OUT}/logs/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.log",
+    script:
+        "../scripts/indices.py"
+
+
+rule reference_indices:
+    """The same indicators computed from the 0.25 deg reference, for the evaluation."""
+    input:
+        expand(f"{OUT}/reference/fine/{{variable}}.nc", variable=VARS),
+    output:
+        f"{OUT}/indices/reference.nc",
+    log:
+        f"{OUT}/logs/indices/reference.log",
+    script:
+        "../scripts/reference_indices.py"
+
+
+rule ensemble_stats:
+    """Median, 10th and 90th percentiles across members and samples; change vs the base period."""
+    input:
+        run=lambda wc: expand(
+            f"{OUT}/indices/{wc.source}/{wc.experiment}/{{member}}/r{{sample}}.nc",
+            member=MEMBERS,
+            sample=range(1, NSAMPLES + 1),
+        ),
+        base=lambda wc: expand(
+            f"{OUT}/indices/{wc.source}/{HIST}/{{member}}/r{{sample}}.nc",
+            member=MEMBERS,
+            sample=range(1, NSAMPLES + 1),
+        ),
+    output:
+        report(
+            f"{OUT}/indices/ensemble/{{source}}_{{experiment}}.nc",
+            caption="../report/ensemble_stats.rst",
+            category="Indices",
+            subcategory="{experiment}",
+        ),
+    log:
+        f"{OUT}/logs/ensemble_stats/{{source}}_{{experiment}}.log",
+    script:
+        "../scripts/ensemble_stats.py"

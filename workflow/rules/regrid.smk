@@ -1,0 +1,53 @@
+# Stage 2: reference preparation, regridding to the model grid, bias adjustment.
+
+
+rule reference:
+    """ERA5 reference on the 0.25 deg domain grid and coarsened (same code path) to the model grid."""
+    input:
+        reference_inputs(),
+    output:
+        fine=f"{OUT}/reference/fine/{{variable}}.nc",
+        coarse=f"{OUT}/reference/coarse/{{variable}}.nc",
+    log:
+        f"{OUT}/logs/reference/{{variable}}.log",
+    script:
+        "../scripts/reference.py"
+
+
+rule regrid:
+    """Conservative regridding of a fetched GCM variable to the model's coarse grid."""
+    input:
+        data=f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
+        complete=f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/completeness.json",
+    output:
+        f"{OUT}/regrid/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
+    log:
+        f"{OUT}/logs/regrid/{{source}}_{{experiment}}_{{member}}_{{variable}}.log",
+    script:
+        "../scripts/regrid.py"
+
+
+rule train_adjustment:
+    """xsdba adjustment factors per (source, member), trained on the reference period."""
+    input:
+        hist=expand(f"{OUT}/regrid/{{{{source}}}}/{HIST}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
+        ref=expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS),
+    output:
+        f"{OUT}/adjust-factors/{{source}}/{{member}}.nc",
+    log:
+        f"{OUT}/logs/train_adjustment/{{source}}_{{member}}.log",
+    script:
+        "../scripts/train_adjustment.py"
+
+
+rule adjust:
+    """Apply the trained factors to every variable of one (source, experiment, member)."""
+    input:
+        sim=expand(f"{OUT}/regrid/{{{{source}}}}/{{{{experiment}}}}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
+        trained=f"{OUT}/adjust-factors/{{source}}/{{member}}.nc",
+    output:
+        f"{OUT}/adjusted/{{source}}/{{experiment}}/{{member}}.nc",
+    log:
+        f"{OUT}/logs/adjust/{{source}}_{{experiment}}_{{member}}.log",
+    script:
+        "../scripts/adjust.py"

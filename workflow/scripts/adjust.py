@@ -1,0 +1,5 @@
+from aid.adjust import adjust_files
+from aid.smk import run
+
+run(snakemake, adjust_files, sim_paths=list(snakemake.input.sim), trained_path=snakemake.input.trained,
+    config=snakemake.config, out_path=snakemake.output[0])

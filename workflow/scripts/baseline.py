@@ -1,0 +1,6 @@
+from aid.downscale import baseline_year
+from aid.smk import run
+
+wc = snakemake.wildcards
+run(snakemake, baseline_year, config=snakemake.config, coarse_paths=list(snakemake.input.coarse),
+    source=wc.source, experiment=wc.experiment, member=wc.member, year=int(wc.year), outputs=list(snakemake.output))

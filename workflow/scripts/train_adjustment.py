@@ -1,0 +1,5 @@
+from aid.adjust import train_adjustment_files
+from aid.smk import run
+
+run(snakemake, train_adjustment_files, hist_paths=list(snakemake.input.hist), ref_paths=list(snakemake.input.ref),
+    config=snakemake.config, out_path=snakemake.output[0])
