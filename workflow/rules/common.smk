@@ -76,3 +76,43 @@ def all_targets():
             targets.append(f"{OUT}/indices/ensemble/{source}_{experiment}.nc")
     targets.append(f"{OUT}/evaluation/metrics.json")
     return targets
+
+
+def coarse_inputs(wildcards):
+    """Bias-adjusted coarse fields; the evaluation run takes the coarsened reference itself."""
+    if wildcards.experiment == EVAL_EXP:
+        return expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS)
+    return [f"{OUT}/adjusted/{wildcards.source}/{wildcards.experiment}/{wildcards.member}.nc"]
+
+
+def index_run_inputs(wildcards):
+    files = sample_deliverables(wildcards.source, wildcards.experiment, wildcards.member, wildcards.sample)
+    return [p for v in VARS for p in files[v]]
+
+
+def index_base_inputs(wildcards):
+    """The historical base period of the same member and sample, for percentile thresholds."""
+    if wildcards.experiment in (HIST, EVAL_EXP):
+        return []
+    files = sample_deliverables(wildcards.source, HIST, wildcards.member, wildcards.sample)
+    return [p for v in VARS for p in files[v]]
+
+
+def evaluation_inputs():
+    ys = years(EVAL_EXP)
+    ins = {
+        "reference": expand(f"{OUT}/reference/fine/{{variable}}.nc", variable=VARS),
+        "coarse": expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS),
+        "reference_indices": f"{OUT}/indices/reference.nc",
+    }
+    if config["downscale"].get("evaluation_run", True):
+        ins["downscaled"] = [p for y in ys for p in deliverables(REF, EVAL_EXP, EVAL_MEMBER, y)]
+        ins["baseline"] = [p for y in ys for p in deliverables(REF, EVAL_EXP, EVAL_MEMBER, y, baseline=True)]
+        ins["checks"] = [f"{OUT}/checks/{REF}/{EVAL_EXP}/{EVAL_MEMBER}/{y}.json" for y in ys]
+    ins["gcm_indices"] = expand(
+        f"{OUT}/indices/{{source}}/{HIST}/{{member}}/r{{sample}}.nc",
+        source=SOURCES,
+        member=MEMBERS,
+        sample=range(1, NSAMPLES + 1),
+    )
+    return ins

@@ -1,13 +1,6 @@
 # Stage 3b: one downscaling job per (source, experiment, member, year), a bicubic baseline, checks.
 
 
-def coarse_inputs(wildcards):
-    """Bias-adjusted coarse fields; the evaluation run takes the coarsened reference itself."""
-    if wildcards.experiment == EVAL_EXP:
-        return expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS)
-    return [f"{OUT}/adjusted/{wildcards.source}/{wildcards.experiment}/{wildcards.member}.nc"]
-
-
 rule downscale:
     """N seeded diffusion samples of one year at 0.25 deg, streamed day-batch by day-batch."""
     input:
@@ -26,6 +19,8 @@ rule downscale:
     resources:
         gpu=1,
     threads: 2
+    conda:
+        "../../envs/downscale.yaml"
     script:
         "../scripts/downscale.py"
 
@@ -39,6 +34,8 @@ rule baseline:
         naming.deliverable_patterns(config, baseline=True),
     log:
         f"{OUT}/logs/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+    conda:
+        "../../envs/downscale.yaml"
     script:
         "../scripts/baseline.py"
 
@@ -52,6 +49,8 @@ rule check:
         f"{OUT}/checks/{{source}}/{{experiment}}/{{member}}/{{year}}.json",
     log:
         f"{OUT}/logs/check/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+    conda:
+        "../../envs/downscale.yaml"
     script:
         "../scripts/check.py"
 

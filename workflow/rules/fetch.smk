@@ -11,7 +11,9 @@ if DEMO:
             f"{OUT}/logs/demo_archive.log",
         params:
             era5_dir=config["demo_archive"]["era5_dir"],
-            out_root=f"{OUT}/demo-archive",
+            out_root=lambda wildcards, output: str(Path(output.manifest).parent),
+        conda:
+            "../../envs/fetch.yaml"
         script:
             "../scripts/demo_archive.py"
 
@@ -29,6 +31,8 @@ if not config["catalog"].get("path"):
             f"{OUT}/logs/catalog.log",
         params:
             root=config["catalog"]["build_root"],
+        conda:
+            "../../envs/fetch.yaml"
         script:
             "../scripts/catalog.py"
 
@@ -41,6 +45,8 @@ rule fetch:
         f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
     log:
         f"{OUT}/logs/fetch/{{source}}_{{experiment}}_{{member}}_{{variable}}.log",
+    conda:
+        "../../envs/fetch.yaml"
     script:
         "../scripts/fetch.py"
 
@@ -53,5 +59,7 @@ rule check_fetch:
         f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/completeness.json",
     log:
         f"{OUT}/logs/check_fetch/{{source}}_{{experiment}}_{{member}}.log",
+    conda:
+        "../../envs/fetch.yaml"
     script:
         "../scripts/check_fetch.py"

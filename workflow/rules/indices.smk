@@ -1,19 +1,6 @@
 # Stage 4a: xclim extremes indices per (source, experiment, member, sample) and ensemble statistics.
 
 
-def index_run_inputs(wildcards):
-    files = sample_deliverables(wildcards.source, wildcards.experiment, wildcards.member, wildcards.sample)
-    return [p for v in VARS for p in files[v]]
-
-
-def index_base_inputs(wildcards):
-    """The historical base period of the same member and sample, for percentile thresholds."""
-    if wildcards.experiment in (HIST, EVAL_EXP):
-        return []
-    files = sample_deliverables(wildcards.source, HIST, wildcards.member, wildcards.sample)
-    return [p for v in VARS for p in files[v]]
-
-
 rule indices:
     """xclim indicators (config indices.names) of one diffusion sample of one member."""
     input:
@@ -23,6 +10,8 @@ rule indices:
         f"{OUT}/indices/{{source}}/{{experiment}}/{{member}}/r{{sample}}.nc",
     log:
         f"{OUT}/logs/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.log",
+    conda:
+        "../../envs/indices.yaml"
     script:
         "../scripts/indices.py"
 
@@ -35,6 +24,8 @@ rule reference_indices:
         f"{OUT}/indices/reference.nc",
     log:
         f"{OUT}/logs/indices/reference.log",
+    conda:
+        "../../envs/indices.yaml"
     script:
         "../scripts/reference_indices.py"
 
@@ -61,5 +52,7 @@ rule ensemble_stats:
         ),
     log:
         f"{OUT}/logs/ensemble_stats/{{source}}_{{experiment}}.log",
+    conda:
+        "../../envs/indices.yaml"
     script:
         "../scripts/ensemble_stats.py"

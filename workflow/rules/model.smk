@@ -18,5 +18,7 @@ if not config["model"].get("checkpoint"):
         resources:
             gpu=1,
         threads: 2
+        conda:
+            "../../envs/downscale.yaml"
         script:
             "../scripts/train.py"

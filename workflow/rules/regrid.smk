@@ -10,6 +10,8 @@ rule reference:
         coarse=f"{OUT}/reference/coarse/{{variable}}.nc",
     log:
         f"{OUT}/logs/reference/{{variable}}.log",
+    conda:
+        "../../envs/regrid.yaml"
     script:
         "../scripts/reference.py"
 
@@ -23,6 +25,8 @@ rule regrid:
         f"{OUT}/regrid/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
     log:
         f"{OUT}/logs/regrid/{{source}}_{{experiment}}_{{member}}_{{variable}}.log",
+    conda:
+        "../../envs/regrid.yaml"
     script:
         "../scripts/regrid.py"
 
@@ -36,6 +40,8 @@ rule train_adjustment:
         f"{OUT}/adjust-factors/{{source}}/{{member}}.nc",
     log:
         f"{OUT}/logs/train_adjustment/{{source}}_{{member}}.log",
+    conda:
+        "../../envs/adjust.yaml"
     script:
         "../scripts/train_adjustment.py"
 
@@ -49,5 +55,7 @@ rule adjust:
         f"{OUT}/adjusted/{{source}}/{{experiment}}/{{member}}.nc",
     log:
         f"{OUT}/logs/adjust/{{source}}_{{experiment}}_{{member}}.log",
+    conda:
+        "../../envs/adjust.yaml"
     script:
         "../scripts/adjust.py"
