@@ -17,9 +17,10 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 # Semantic checks (reversed years, unknown variables, unsafe output paths) beyond the schema.
-from aid.config import check_semantics
+from aid.config import check_semantics, resolve_placeholders
 
 check_semantics(config, source="config")
+config.update(resolve_placeholders(config))  # "{output_dir}" in paths
 
 
 report: "workflow/report/workflow.rst"

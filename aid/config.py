@@ -122,7 +122,28 @@ def load_config(
         raise ConfigError(f"{path}: not valid YAML ({exc}).", "fix the YAML syntax.") from exc
     if overrides:
         cfg = deep_update(cfg, overrides)
-    return validate(cfg, source=str(path))
+    return resolve_placeholders(validate(cfg, source=str(path)))
+
+
+def resolve_placeholders(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace ``{output_dir}`` in path strings (reference files, catalog root, checkpoint).
+
+    Why: the demo archive lives under the output directory, so moving ``output_dir`` (tests, a
+    second run) must move the paths that point into it without editing several keys.
+    """
+    out = copy.deepcopy(dict(cfg))
+    root = str(out["output_dir"])
+
+    def sub(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{output_dir}", root)
+        if isinstance(value, dict):
+            return {k: sub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        return value
+
+    return sub(out)
 
 
 def deep_update(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
