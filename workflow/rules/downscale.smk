@@ -34,6 +34,8 @@ rule baseline:
         naming.deliverable_patterns(config, baseline=True),
     log:
         f"{OUT}/logs/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
     conda:
         "../../envs/downscale.yaml"
     script:
@@ -49,6 +51,8 @@ rule check:
         f"{OUT}/checks/{{source}}/{{experiment}}/{{member}}/{{year}}.json",
     log:
         f"{OUT}/logs/check/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/check/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
     conda:
         "../../envs/downscale.yaml"
     script:

@@ -28,6 +28,8 @@ rule evaluate:
         ),
     log:
         f"{OUT}/logs/evaluate.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate.tsv"
     conda:
         "../../envs/evaluate.yaml"
     script:

@@ -9,6 +9,8 @@ if DEMO:
             manifest=f"{OUT}/demo-archive/manifest.json",
         log:
             f"{OUT}/logs/demo_archive.log",
+        benchmark:
+            f"{OUT}/benchmarks/demo_archive.tsv"
         params:
             era5_dir=config["demo_archive"]["era5_dir"],
             out_root=lambda wildcards, output: str(Path(output.manifest).parent),
@@ -29,6 +31,8 @@ if not config["catalog"].get("path"):
             csv=f"{OUT}/catalog/catalog.csv",
         log:
             f"{OUT}/logs/catalog.log",
+        benchmark:
+            f"{OUT}/benchmarks/catalog.tsv"
         params:
             root=config["catalog"]["build_root"],
         conda:
@@ -45,6 +49,8 @@ rule fetch:
         f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
     log:
         f"{OUT}/logs/fetch/{{source}}_{{experiment}}_{{member}}_{{variable}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/fetch/{{source}}_{{experiment}}_{{member}}_{{variable}}.tsv"
     conda:
         "../../envs/fetch.yaml"
     script:
@@ -59,6 +65,8 @@ rule check_fetch:
         f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/completeness.json",
     log:
         f"{OUT}/logs/check_fetch/{{source}}_{{experiment}}_{{member}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/check_fetch/{{source}}_{{experiment}}_{{member}}.tsv"
     conda:
         "../../envs/fetch.yaml"
     script:

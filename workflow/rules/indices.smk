@@ -10,6 +10,8 @@ rule indices:
         f"{OUT}/indices/{{source}}/{{experiment}}/{{member}}/r{{sample}}.nc",
     log:
         f"{OUT}/logs/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.tsv"
     conda:
         "../../envs/indices.yaml"
     script:
@@ -24,6 +26,8 @@ rule reference_indices:
         f"{OUT}/indices/reference.nc",
     log:
         f"{OUT}/logs/indices/reference.log",
+    benchmark:
+        f"{OUT}/benchmarks/indices/reference.tsv"
     conda:
         "../../envs/indices.yaml"
     script:
@@ -52,6 +56,8 @@ rule ensemble_stats:
         ),
     log:
         f"{OUT}/logs/ensemble_stats/{{source}}_{{experiment}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/ensemble_stats/{{source}}_{{experiment}}.tsv"
     conda:
         "../../envs/indices.yaml"
     script:

@@ -10,6 +10,8 @@ rule reference:
         coarse=f"{OUT}/reference/coarse/{{variable}}.nc",
     log:
         f"{OUT}/logs/reference/{{variable}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/reference/{{variable}}.tsv"
     conda:
         "../../envs/regrid.yaml"
     script:
@@ -25,6 +27,8 @@ rule regrid:
         f"{OUT}/regrid/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
     log:
         f"{OUT}/logs/regrid/{{source}}_{{experiment}}_{{member}}_{{variable}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/regrid/{{source}}_{{experiment}}_{{member}}_{{variable}}.tsv"
     conda:
         "../../envs/regrid.yaml"
     script:
@@ -40,6 +44,8 @@ rule train_adjustment:
         f"{OUT}/adjust-factors/{{source}}/{{member}}.nc",
     log:
         f"{OUT}/logs/train_adjustment/{{source}}_{{member}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train_adjustment/{{source}}_{{member}}.tsv"
     conda:
         "../../envs/adjust.yaml"
     script:
@@ -55,6 +61,8 @@ rule adjust:
         f"{OUT}/adjusted/{{source}}/{{experiment}}/{{member}}.nc",
     log:
         f"{OUT}/logs/adjust/{{source}}_{{experiment}}_{{member}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/adjust/{{source}}_{{experiment}}_{{member}}.tsv"
     conda:
         "../../envs/adjust.yaml"
     script:
