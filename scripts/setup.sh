@@ -20,7 +20,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 if [ "${AID_SKIP_APT:-0}" != "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   need=()
-  command -v cdo >/dev/null || need+=(cdo)
+  command -v cdo >/dev/null || need+=(cdo)                 # regrid check against CDO
+  command -v chromium >/dev/null || need+=(chromium)       # report check in a real browser
+  [ -x /usr/bin/time ] || need+=(time)                     # peak-memory benchmarks
   if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || \
