@@ -1,0 +1,93 @@
+"""Faults lose nothing: a killed run resumes to identical deliverables; a broken member fails alone.
+
+Both tests start from a copy of the session pipeline run (tests/test_workflow.py) with its
+downscale-stage outputs removed, so upstream artefacts (checkpoint, adjusted inputs) are shared
+and only the stage under test re-runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from aid import naming
+from test_workflow import ROOT, TINY, pipeline, snakemake, tiny_config  # noqa: F401  (fixture)
+
+DOWNSTREAM = ("downscale", "baseline", "checks", "indices", "evaluation", "targets")
+
+
+def _copy_upstream(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, copy_function=shutil.copy2, ignore=shutil.ignore_patterns(*DOWNSTREAM))
+
+
+def _deliverables(cfg: dict) -> dict[Path, np.ndarray]:
+    out = {}
+    for job in naming.downscale_jobs(cfg):
+        for (var, _s), p in naming.deliverable_paths(cfg, job["source"], job["experiment"], job["member"], job["year"]).items():
+            with xr.open_dataset(p) as ds:
+                out[p.relative_to(cfg["output_dir"])] = ds[var].values.copy()
+    return out
+
+
+def test_sigkill_mid_downscale_then_resume_is_identical(pipeline, tmp_path) -> None:  # noqa: F811
+    ref_out, ref_cfg = pipeline
+    out = tmp_path / "results"
+    _copy_upstream(ref_out, out)
+    cfg = tiny_config(out)
+    cmd = [
+        sys.executable, "-m", "snakemake", "--cores", "1",
+        "--configfile", str(ROOT / "config/config.yaml"), str(TINY), "--config", f"output_dir={out}",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # Wait until a downscale job is running (its log exists), then SIGKILL the whole process group.
+    logs = out / "logs" / "downscale"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (logs.exists() and any(logs.iterdir())):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert logs.exists(), "downscale never started"
+    # Nothing a later stage could take for output: every deliverable present is complete or absent.
+    for p in (out / "downscale").rglob("*.nc") if (out / "downscale").exists() else []:
+        xr.open_dataset(p).close()
+    snakemake(out, "--rerun-incomplete")
+    before = _deliverables(ref_cfg)
+    after = _deliverables(cfg)
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=str(key))
+
+
+def test_corrupt_member_fails_alone_with_keep_going(pipeline, tmp_path) -> None:  # noqa: F811
+    ref_out, _ = pipeline
+    out = tmp_path / "results"
+    _copy_upstream(ref_out, out)
+    cfg = tiny_config(out)
+    bad = out / "adjusted" / cfg["search"]["sources"][0] / "ssp245" / cfg["search"]["members"][0]
+    bad = bad.with_suffix(".nc")
+    good = bad.read_bytes()
+    bad.write_bytes(good[: len(good) // 3])  # truncated file
+    os.utime(bad, (time.time() - 10**6,) * 2)  # older than its outputs' inputs: no upstream rerun
+    res = snakemake(out, "--keep-going", check=False)
+    assert res.returncode != 0
+    log_text = "".join(p.read_text() for p in (out / "logs" / "downscale").glob("*ssp245*"))
+    assert str(bad.name) in log_text and "corrupt or truncated" in log_text
+    # Independent jobs (historical and evaluation) completed.
+    hist = [j for j in naming.downscale_jobs(cfg) if j["experiment"] != "ssp245"]
+    for j in hist:
+        assert (out / "checks" / j["source"] / j["experiment"] / j["member"] / f"{j['year']}.json").exists()
+    # Fix the file, re-run: completes.
+    bad.write_bytes(good)
+    os.utime(bad, (time.time() - 10**6,) * 2)
+    snakemake(out)
+    assert (out / "evaluation" / "metrics.json").exists()

@@ -1,0 +1,129 @@
+"""The real workflow end to end on a slice of the default data (tests/data/tiny.yaml).
+
+One Snakemake run (session fixture) feeds every test here: it goes through demo archive ->
+intake-esm catalog -> fetch -> regrid -> xsdba -> train -> downscale -> checks -> indices ->
+evaluation, exactly as `bash scripts/demo.sh` does, only smaller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from aid import naming
+from aid.config import deep_update, resolve_placeholders, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
+CORDEX = re.compile(
+    r"^(?P<var>[a-zA-Z]+)_(?P<domain>[A-Za-z0-9-]+)_(?P<source>[A-Za-z0-9-]+)_(?P<exp>[A-Za-z0-9-]+)_"
+    r"(?P<member>r\d+i\d+p\d+f\d+)_(?P<inst>[A-Za-z0-9-]+)_(?P<model>aid|aid-bicubic)_(?P<ver>v\d+)-r(?P<sample>\d+)_day_"
+    r"(?P<start>\d{8})-(?P<end>\d{8})\.nc$"
+)
+
+
+def snakemake(out: Path, *extra: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "snakemake", "--cores", "2",
+        "--configfile", str(ROOT / "config/config.yaml"), str(TINY),
+        "--config", f"output_dir={out}", *extra,
+    ]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, **kw)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}")
+    return res
+
+
+def tiny_config(out: Path) -> dict:
+    base = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg = deep_update(base, yaml.safe_load(TINY.read_text()))
+    cfg["output_dir"] = str(out)
+    return resolve_placeholders(validate(cfg))
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run") / "results"
+    snakemake(out)
+    return out, tiny_config(out)
+
+
+def test_deliverables_names_dims_attrs(pipeline) -> None:
+    out, cfg = pipeline
+    files = sorted((out / "downscale").rglob("*.nc"))
+    jobs = naming.downscale_jobs(cfg)
+    nvars = len(cfg["search"]["variables"])
+    assert len(files) == len(jobs) * nvars * cfg["downscale"]["n_samples"]
+    samples = set()
+    for f in files:
+        m = CORDEX.match(f.name)
+        assert m, f.name
+        samples.add(int(m["sample"]))
+    assert samples == set(range(1, cfg["downscale"]["n_samples"] + 1))
+
+    f = next(p for p in files if p.name.startswith("tas_") and "_ssp245_" in p.name)
+    ds = xr.open_dataset(f, use_cftime=True)
+    assert ds["tas"].dims == ("time", "lat", "lon")
+    assert ds["tas"].dtype == np.float32
+    assert ds["tas"].attrs["units"] == "K"
+    assert ds.time.dt.calendar == "noleap"
+    assert ds.sizes["time"] == 365
+    assert ds.sizes["lat"] == 32 and ds.sizes["lon"] == 40
+    assert "time_bnds" in ds or "time_bounds" in ds
+    assert ds.attrs["Conventions"].startswith("CF-1.11")
+    for key in ("driving_source_id", "driving_experiment_id", "driving_variant_label", "domain_id"):
+        assert key in ds.attrs, key
+    text = json.dumps(ds.attrs)
+    assert "sha256" in text.lower()
+    assert "QDM" in text  # bias-adjustment provenance travels to the deliverable
+    enc = xr.open_dataset(f, decode_times=False)
+    assert enc.time.attrs["units"].startswith("days since 1950-01-01")
+    # Physically plausible UK temperatures.
+    assert 240 < float(ds["tas"].min()) and float(ds["tas"].max()) < 320
+
+
+def test_checks_and_physics(pipeline) -> None:
+    out, cfg = pipeline
+    reports = sorted((out / "checks").rglob("*.json"))
+    assert len(reports) == len(naming.downscale_jobs(cfg))
+    for job in naming.downscale_jobs(cfg)[:2]:
+        paths = naming.deliverable_paths(cfg, job["source"], job["experiment"], job["member"], job["year"])
+        pr = xr.open_dataset(paths[("pr", 1)])["pr"]
+        assert float(pr.min()) >= 0
+        tn = xr.open_dataset(paths[("tasmin", 1)])["tasmin"].values
+        tx = xr.open_dataset(paths[("tasmax", 1)])["tasmax"].values
+        tg = xr.open_dataset(paths[("tas", 1)])["tas"].values
+        assert np.all(tn <= tg + 1e-4) and np.all(tg <= tx + 1e-4)
+
+
+def test_indices_evaluation_outputs(pipeline) -> None:
+    out, cfg = pipeline
+    ens = xr.open_dataset(out / "indices" / "ensemble" / f"{cfg['search']['sources'][0]}_ssp245.nc")
+    assert "TXx" in ens and "statistic" in ens["TXx"].dims
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert metrics
+    assert list((out / "evaluation" / "figures").glob("*.png"))
+
+
+def test_rerun_one_job_is_bit_identical(pipeline, tmp_path) -> None:
+    out, cfg = pipeline
+    job = next(j for j in naming.downscale_jobs(cfg) if j["experiment"] == "ssp245")
+    paths = naming.deliverable_paths(cfg, job["source"], job["experiment"], job["member"], job["year"])
+    before = {k: xr.open_dataset(p)[k[0]].values.copy() for k, p in paths.items()}
+    target = str(paths[("tas", 1)])
+    snakemake(out, "--force", target)
+    for k, p in paths.items():
+        after = xr.open_dataset(p)[k[0]].values
+        np.testing.assert_array_equal(before[k], after)
