@@ -35,6 +35,22 @@ include: "workflow/rules/indices.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+# Seconds-long bookkeeping rules run in the Snakemake process itself, not as cluster jobs: each SLURM
+# job costs ~10 s of submission, Snakemake start-up and status polling (docs/SLURM.md).
+localrules:
+    check_fetch,
+    check,
+    downscale_member,
+    downscale_experiment,
+    ensemble_stats,
+
+
+if not config["catalog"].get("path"):
+
+    localrules:
+        catalog,
+
+
 rule all:
     input:
         all_targets(),

@@ -88,7 +88,7 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
     ):
         _check_range(cfg, key, source)
     for exp, years in cfg["search"]["experiments"].items():
-        _check_range({"e": {exp: years}}, f"e.{exp}", source)
+        _check_range({"search": {"experiments": {exp: years}}}, f"search.experiments.{exp}", source)
     out = Path(cfg["output_dir"])
     if out.is_absolute() is False and ".." in out.parts:
         raise ConfigError(

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pytest -n "${AID_TEST_WORKERS:-2}" --durations=15 "$@"
+python -m pytest -n "${AID_TEST_WORKERS:-2}" -m "not slow" --durations=15 "$@"

@@ -22,6 +22,8 @@ import xarray as xr
 from aid import naming
 from test_workflow import ROOT, TINY, pipeline, snakemake, tiny_config  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # needs the full pipeline run
+
 DOWNSTREAM = ("downscale", "baseline", "checks", "indices", "evaluation", "targets")
 
 

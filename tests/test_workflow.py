@@ -25,6 +25,8 @@ import yaml
 from aid import naming
 from aid.config import deep_update, resolve_placeholders, validate
 
+pytestmark = pytest.mark.slow  # full pipeline run: minutes; run with `-m slow`
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
 CORDEX = re.compile(

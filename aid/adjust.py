@@ -1,0 +1,469 @@
+"""Bias adjustment of the regridded GCM fields against the coarsened reference, with xsdba.
+
+Why xsdba and why this shape: quantile mapping has many subtle details (quantile nodes, grouping
+windows, trend preservation, jitter of dry days) that xsdba implements and tests; aid only chooses
+the method per variable (config ``adjust.methods``) and takes care of what xsdba does not:
+
+- calendars: xsdba refuses to train on ``ref`` and ``hist`` in different calendars, so both are
+  converted to ``adjust.calendar`` before training (the conversion is recorded in the attributes);
+  the trained factors (per month or day-of-year window) are then applied to each simulation in its
+  *own* model calendar, so the output keeps the model calendar without a lossy round trip;
+- training once per (source, member) and reusing the factors for every scenario: the trained
+  xsdba datasets of all variables go into one NetCDF (names prefixed ``<var>__``);
+- physical consistency after adjustment: ``tasmin <= tas <= tasmax`` and ``pr >= 0`` are enforced
+  explicitly and the number of fixed values is stored in the attributes;
+- clear errors (DataError/ConfigError naming the file and the fix) for inputs that would make the
+  adjustment meaningless: no overlap in time, different grids, negative precipitation, cells
+  that are NaN throughout, variables without a configured method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from aid.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: xsdba class names per configured method.
+METHOD_CLASSES = {"QDM": "QuantileDeltaMapping", "DQM": "DetrendedQuantileMapping", "EQM": "EmpiricalQuantileMapping"}
+_XSDBA_ATTR = "_xsdba_adjustment"
+_SEP = "__"
+#: Seed of the jitter noise (xsdba draws it from numpy's global generator): reproducible outputs.
+JITTER_SEED = 20240101
+#: Length of the blocks a long simulation is adjusted in (years).
+PERIOD_YEARS = 30
+
+
+def method_of(config: Mapping[str, Any], variable: str) -> dict[str, Any]:
+    """The configured ``adjust.methods[variable]`` or a ConfigError naming the key."""
+    methods = config.get("adjust", {}).get("methods", {})
+    if variable not in methods:
+        raise ConfigError(
+            f"variable '{variable}' has no bias-adjustment method in 'adjust.methods' "
+            f"(configured: {', '.join(sorted(methods)) or 'none'}).",
+            f"add adjust.methods.{variable}: {{method: QDM, kind: '+'}} (use kind '*' for pr).",
+        )
+    m = dict(methods[variable])
+    if m.get("method") not in METHOD_CLASSES:
+        raise ConfigError(f"adjust.methods.{variable}.method is {m.get('method')!r}.", f"use one of {', '.join(METHOD_CLASSES)}.")
+    return m
+
+
+def grouper(config: Mapping[str, Any]) -> Any:
+    """xsdba Grouper from ``adjust.group`` (``time.month``) or a day-of-year window (``window``)."""
+    import xsdba
+
+    acfg = config.get("adjust", {})
+    if acfg.get("group", "time.month") == "window":
+        return xsdba.Grouper("time.dayofyear", window=int(acfg.get("window", 31)))
+    return xsdba.Grouper("time.month")
+
+
+def group_label(config: Mapping[str, Any]) -> str:
+    acfg = config.get("adjust", {})
+    if acfg.get("group", "time.month") == "window":
+        return f"time.dayofyear, window {int(acfg.get('window', 31))} days"
+    return "time.month"
+
+
+def calendar_of(da: xr.DataArray | xr.Dataset) -> str:
+    cal = str(da["time"].dt.calendar)
+    return "standard" if cal in ("gregorian", "proleptic_gregorian") else cal
+
+
+def to_calendar(da: xr.DataArray, calendar: str) -> tuple[xr.DataArray, str]:
+    """Convert ``da`` to ``calendar`` (xarray ``convert_calendar``); returns it and a description.
+
+    360_day <-> 365/366-day conversions use ``align_on="year"`` (days spread evenly over the year,
+    so no season is stretched); standard -> noleap drops 29 February.
+    """
+    src = calendar_of(da)
+    if src == calendar:
+        return da, f"{src} (unchanged)"
+    align = "year" if "360_day" in (src, calendar) else None
+    out = da.convert_calendar(calendar, align_on=align, use_cftime=calendar != "standard")
+    how = {None: "29 February dropped" if calendar == "noleap" else "dates kept", "year": "align_on=year"}[align]
+    return out, f"{src} -> {calendar} ({how}, {da.sizes['time']} -> {out.sizes['time']} days)"
+
+
+def _period(da: xr.DataArray, years: Sequence[int]) -> xr.DataArray:
+    y0, y1 = int(years[0]), int(years[1])
+    return da.sel(time=(da["time"].dt.year >= y0) & (da["time"].dt.year <= y1))
+
+
+def _check_values(da: xr.DataArray, variable: str, where: str, spatial: Sequence[str]) -> None:
+    """Negative precipitation and cells NaN throughout are refused (nothing is written)."""
+    if variable == "pr":
+        neg = int((da < 0).sum())
+        if neg:
+            raise DataError(
+                f"{where}: {neg} negative precipitation values (min {float(da.min()):.4g} {da.attrs.get('units', '')}).",
+                "fix the input (precipitation cannot be negative; clip tiny negative round-off to 0 upstream).",
+            )
+    if spatial:
+        empty = da.isnull().all("time")
+        if bool(empty.any()):
+            idx = {d: empty[d].values[np.argwhere(empty.values)[0][i]] for i, d in enumerate(empty.dims)}
+            raise DataError(
+                f"{where}: {int(empty.sum())} grid cells of '{variable}' are NaN at every time step (e.g. {idx}).",
+                "use a reference/model covering the whole coarse grid (check the reference files and the regrid step).",
+            )
+
+
+def _check_same_grid(ref: xr.DataArray, hist: xr.DataArray, ref_where: str, hist_where: str) -> None:
+    for c in ("lat", "lon"):
+        if c in ref.dims or c in hist.dims:
+            a, b = ref[c].values, hist[c].values
+            if a.shape != b.shape or not np.allclose(a, b, atol=1e-6):
+                raise DataError(
+                    f"{ref_where}: the reference is on a different grid than the model data {hist_where} "
+                    f"({c}: {a.size} values {a.min():g}..{a.max():g} vs {b.size} values {b.min():g}..{b.max():g}).",
+                    "regenerate the coarse reference with the current config (rule reference) so both are on coarse_grid(config).",
+                )
+
+
+def prepare_pair(
+    ref: xr.DataArray, hist: xr.DataArray, variable: str, config: Mapping[str, Any], ref_where: str = "reference",
+    hist_where: str = "model",
+) -> tuple[xr.DataArray, xr.DataArray, dict[str, str]]:
+    """Reference period, checks, and the common calendar: the (ref, hist) pair xsdba trains on."""
+    acfg = config.get("adjust", {})
+    period = acfg.get("reference_period")
+    if period is None:
+        raise ConfigError("adjust.reference_period is not set.", "set adjust.reference_period: [first_year, last_year].")
+    spatial = [d for d in hist.dims if d != "time"]
+    _check_same_grid(ref, hist, ref_where, hist_where)
+    r, h = _period(ref, period), _period(hist, period)
+    if r.sizes["time"] == 0 or h.sizes["time"] == 0:
+        def span(da: xr.DataArray) -> str:
+            return f"{da.time.values[0]}..{da.time.values[-1]}" if da.sizes["time"] else "empty"
+
+        raise DataError(
+            f"reference and model not overlapping in time over adjust.reference_period {period[0]}-{period[1]}: "
+            f"{ref_where} covers {span(ref)}, {hist_where} covers {span(hist)}.",
+            "set adjust.reference_period to years both the reference and the historical run cover.",
+        )
+    ry = set(np.unique(r["time"].dt.year.values).tolist())
+    hy = set(np.unique(h["time"].dt.year.values).tolist())
+    common = sorted(ry & hy)
+    if not common:
+        raise DataError(
+            f"reference and model not overlapping in time: {ref_where} has years {sorted(ry)}, {hist_where} has {sorted(hy)} "
+            f"within adjust.reference_period {period[0]}-{period[1]}.",
+            "set adjust.reference_period to years both cover.",
+        )
+    r = r.sel(time=r["time"].dt.year.isin(common))
+    h = h.sel(time=h["time"].dt.year.isin(common))
+    _check_values(r, variable, ref_where, spatial)
+    _check_values(h, variable, hist_where, spatial)
+    cal = acfg.get("calendar", "noleap")
+    r, rconv = to_calendar(r, cal)
+    h, hconv = to_calendar(h, cal)
+    # same days on both sides (xsdba needs matching training times for DQM/EQM/QDM)
+    r, h = xr.align(r, h, join="inner", exclude=spatial)
+    info = {"reference_calendar_conversion": rconv, "model_calendar_conversion": hconv,
+            "training_years": f"{common[0]}-{common[-1]}"}
+    return r, h, info
+
+
+def _jitter(da: xr.DataArray, variable: str, config: Mapping[str, Any]) -> xr.DataArray:
+    m = method_of(config, variable)
+    thresh = m.get("jitter_under")
+    if thresh is None:
+        return da
+    from xsdba.processing import jitter_under_thresh
+
+    state = np.random.get_state()
+    np.random.seed(JITTER_SEED)
+    try:
+        return jitter_under_thresh(da, f"{thresh} {da.attrs.get('units', 'mm d-1')}")
+    finally:
+        np.random.set_state(state)
+
+
+def train_variable(ref: xr.DataArray, hist: xr.DataArray, variable: str, config: Mapping[str, Any]) -> Any:
+    """Train the configured xsdba adjustment of one variable on an already prepared pair."""
+    import xsdba
+
+    m = method_of(config, variable)
+    cls = getattr(xsdba, METHOD_CLASSES[m["method"]])
+    nq = int(config.get("adjust", {}).get("nquantiles", 20))
+    ref, hist = _jitter(ref.load(), variable, config), _jitter(hist.load(), variable, config)
+    return cls.train(ref, hist, nquantiles=nq, kind=m["kind"], group=grouper(config))
+
+
+def adjust_variable(trained: Any, sim: xr.DataArray, variable: str, config: Mapping[str, Any]) -> xr.DataArray:
+    """Apply trained factors to ``sim`` in its own calendar; dry-day jitter undone, pr >= 0."""
+    m = method_of(config, variable)
+    sim_j = _jitter(sim.load(), variable, config)
+    # QDM ranks each value within the series it is given: a 150-year series would rank the
+    # historical days against a warmer future. Adjust in consecutive blocks of at most
+    # PERIOD_YEARS years (the length of the training period), as is usual for projections.
+    years = sim_j["time"].dt.year.values
+    y0 = int(config.get("adjust", {}).get("reference_period", [int(years.min())])[0])  # blocks aligned on it
+    blocks = (years - y0) // PERIOD_YEARS
+    parts = [trained.adjust(sim_j.isel(time=blocks == b), interp="linear", extrapolation="constant")
+             for b in np.unique(blocks)]
+    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time")
+    out = out.rename(variable)
+    out.attrs = dict(sim.attrs)
+    if variable == "pr":
+        thresh = float(m.get("jitter_under", 0.0))
+        out = out.where(out >= thresh, 0.0).where(sim.notnull())
+    return out.transpose(*sim.dims)
+
+
+# ----------------------------------------------------------------------------- trained-file format
+def _prefixed(ds: xr.Dataset, variable: str) -> xr.Dataset:
+    keep = {"lat", "lon", "time", "location"}
+    ren = {n: f"{variable}{_SEP}{n}" for n in list(ds.variables) if n not in keep}
+    ren.update({d: f"{variable}{_SEP}{d}" for d in ds.dims if d not in keep and d not in ren})
+    out = ds.rename(ren)
+    for n in out.variables:
+        out[n].attrs = {k: v for k, v in out[n].attrs.items() if isinstance(v, (str, int, float, np.number))}
+    out.attrs = {}
+    return out
+
+
+def _unprefixed(ds: xr.Dataset, variable: str) -> xr.Dataset:
+    pre = f"{variable}{_SEP}"
+    names = [n for n in ds.variables if str(n).startswith(pre)]
+    sub = ds[[n for n in names if n in ds.data_vars]]
+    sub = sub.drop_vars([c for c in sub.coords if not (str(c).startswith(pre) or c in ("lat", "lon", "location"))])
+    ren = {n: str(n)[len(pre):] for n in list(sub.variables) if str(n).startswith(pre)}
+    ren.update({d: str(d)[len(pre):] for d in sub.dims if str(d).startswith(pre) and d not in ren})
+    return sub.rename(ren)
+
+
+def save_trained(trained: Mapping[str, Any], meta: Mapping[str, Any], out_path: str | os.PathLike[str]) -> Path:
+    """All variables' trained xsdba datasets in one NetCDF (``<var>__<name>``), objects in attrs."""
+    from aid.io import write_netcdf
+    from aid.provenance import provenance_attrs
+
+    parts, attrs = [], {}
+    for var, obj in trained.items():
+        parts.append(_prefixed(obj.ds, var))
+        attrs[f"{var}{_SEP}{_XSDBA_ATTR}"] = obj.ds.attrs[_XSDBA_ATTR]
+    ds = xr.merge(parts, compat="override", join="outer")
+    ds.attrs.update(provenance_attrs("train_adjustment"))
+    ds.attrs.update(attrs)
+    ds.attrs["aid_adjust_variables"] = " ".join(trained)
+    ds.attrs["aid_adjust_meta"] = json.dumps(meta, sort_keys=True)
+    return write_netcdf(ds, out_path)
+
+
+def load_trained(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inverse of :func:`save_trained`: ({var: xsdba object}, meta)."""
+    from xsdba.adjustment import BaseAdjustment
+
+    from aid.io import open_dataset
+
+    ds = open_dataset(path, chunks=None).load()
+    try:
+        variables = ds.attrs["aid_adjust_variables"].split()
+        meta = json.loads(ds.attrs["aid_adjust_meta"])
+    except KeyError as exc:
+        raise DataError(f"{path}: not an aid adjustment-factors file (attribute {exc} missing).",
+                        "re-run rule train_adjustment (aid adjust train).") from exc
+    out = {}
+    for var in variables:
+        sub = _unprefixed(ds, var)
+        sub.attrs[_XSDBA_ATTR] = ds.attrs[f"{var}{_SEP}{_XSDBA_ATTR}"]
+        out[var] = BaseAdjustment.from_dataset(sub)
+    return out, meta
+
+
+# ----------------------------------------------------------------------------- file-level stages
+def _open_var(path: str | os.PathLike[str]) -> tuple[str, xr.DataArray]:
+    from aid.io import open_dataset
+    from aid.regrid import normalise_coords
+
+    ds = normalise_coords(open_dataset(path, chunks=None))
+    names = [v for v in ds.data_vars if "time" in ds[v].dims]
+    if len(names) != 1:
+        raise DataError(f"{path}: expected one (time, lat, lon) variable, found {names}.",
+                        "pass one regridded variable per file (results/regrid/... or results/reference/coarse/...).")
+    da = ds[names[0]]
+    if "units" not in da.attrs:
+        raise DataError(f"{path}: variable '{names[0]}' has no units.", "re-run the fetch/reference stage.")
+    return str(names[0]), da.load()
+
+
+def train_adjustment_files(
+    hist_paths: Sequence[str | os.PathLike[str]],
+    ref_paths: Sequence[str | os.PathLike[str]],
+    config: Mapping[str, Any],
+    out_path: str | os.PathLike[str],
+) -> Path:
+    """Rule ``train_adjustment``: train every variable of one (source, member), save the factors."""
+    refs: dict[str, xr.DataArray] = {}
+    ref_where: dict[str, str] = {}
+    pairs: dict[str, tuple[xr.DataArray, xr.DataArray]] = {}
+    for p in ref_paths:
+        v, da = _open_var(p)
+        refs[v], ref_where[v] = da, str(p)
+    trained, meta = {}, {"variables": {}}
+    acfg = config.get("adjust", {})
+    for p in hist_paths:
+        var, hist = _open_var(p)
+        m = method_of(config, var)
+        if var not in refs:
+            raise DataError(f"{p}: no reference file for variable '{var}' among {list(ref_where.values())}.",
+                            f"add reference.files.{var} and re-run rule reference.")
+        r, h, info = prepare_pair(refs[var], hist, var, config, ref_where[var], str(p))
+        log.info("training %s %s (%s) on %s days, %s", var, m["method"], m["kind"], h.sizes["time"], info)
+        trained[var] = train_variable(r, h, var, config)
+        pairs[var] = (r, h)
+        meta["variables"][var] = {"method": m["method"], "kind": m["kind"], **info,
+                                  **({"jitter_under": f"{m['jitter_under']} mm d-1"} if "jitter_under" in m else {})}
+    if acfg.get("multivariate") == "MBCn":
+        meta["multivariate"] = "MBCn"
+    meta.update({"group": group_label(config), "nquantiles": int(acfg.get("nquantiles", 20)),
+                 "reference": config.get("reference", {}).get("name", "ERA5"),
+                 "reference_period": f"{acfg['reference_period'][0]}-{acfg['reference_period'][1]}",
+                 "calendar": acfg.get("calendar", "noleap")})
+    if acfg.get("multivariate") == "MBCn":
+        # MBCn needs the training series themselves at adjustment time: keep them (coarse, small)
+        for var, (r, h) in pairs.items():
+            trained[var].ds["mbcn_ref"] = r.rename(time="mbcn_time").drop_attrs()
+            trained[var].ds["mbcn_hist"] = h.rename(time="mbcn_time").drop_attrs()
+    return save_trained(trained, meta, out_path)
+
+
+def enforce_consistency(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, int]]:
+    """``tasmin <= tas <= tasmax`` and ``pr >= 0`` everywhere; returns the fixed dataset and counts.
+
+    Why explicit: quantile mapping adjusts each variable alone, so on a few days the adjusted tasmin
+    can exceed tas (or tas exceed tasmax). The fix moves the offending bound onto tas (tasmin :=
+    tas, tasmax := tas), the smallest change restoring the order; without tas, tasmin/tasmax are
+    swapped where crossed.
+    """
+    counts = {"tasmin_gt_tas": 0, "tas_gt_tasmax": 0, "tasmin_gt_tasmax": 0, "pr_negative": 0}
+    ds = ds.copy()
+    if "tas" in ds and "tasmin" in ds:
+        bad = ds.tasmin > ds.tas
+        counts["tasmin_gt_tas"] = int(bad.sum())
+        ds["tasmin"] = xr.where(bad, ds.tas, ds.tasmin, keep_attrs=True)
+    if "tas" in ds and "tasmax" in ds:
+        bad = ds.tasmax < ds.tas
+        counts["tas_gt_tasmax"] = int(bad.sum())
+        ds["tasmax"] = xr.where(bad, ds.tas, ds.tasmax, keep_attrs=True)
+    if "tasmin" in ds and "tasmax" in ds:
+        bad = ds.tasmin > ds.tasmax
+        counts["tasmin_gt_tasmax"] = int(bad.sum())
+        lo, hi = xr.where(bad, ds.tasmax, ds.tasmin, keep_attrs=True), xr.where(bad, ds.tasmin, ds.tasmax, keep_attrs=True)
+        ds["tasmin"], ds["tasmax"] = lo, hi
+    if "pr" in ds:
+        bad = ds.pr < 0
+        counts["pr_negative"] = int(bad.sum())
+        ds["pr"] = ds.pr.clip(min=0).assign_attrs(ds.pr.attrs)
+    return ds, counts
+
+
+def _mbcn_adjust(trained: Mapping[str, Any], sims: Mapping[str, xr.DataArray], config: Mapping[str, Any]) -> dict[str, xr.DataArray]:
+    """Multivariate MBCn (xsdba) on all variables together, trained on the stored training pairs."""
+    import xsdba
+
+    variables = sorted(sims)
+    refs, hists = {}, {}
+    for var in variables:
+        ds = trained[var].ds
+        if "mbcn_ref" not in ds:
+            raise ConfigError(
+                "adjust.multivariate is MBCn but the adjustment factors were trained without it.",
+                "re-run rule train_adjustment (delete results/adjust-factors/...) with adjust.multivariate: MBCn.",
+            )
+        units = sims[var].attrs.get("units", "")
+        refs[var] = ds["mbcn_ref"].rename(mbcn_time="time").rename(var).assign_attrs(units=units)
+        hists[var] = ds["mbcn_hist"].rename(mbcn_time="time").rename(var).assign_attrs(units=units)
+    cal = config.get("adjust", {}).get("calendar", "noleap")
+    sim_c = {v: to_calendar(sims[v], cal)[0] for v in variables}
+    ref = xsdba.stack_variables(xr.Dataset(refs))
+    hist = xsdba.stack_variables(xr.Dataset(hists))
+    sim = xsdba.stack_variables(xr.Dataset(sim_c))
+    acfg = config.get("adjust", {})
+    group = xsdba.Grouper("time.dayofyear", window=int(acfg.get("window", 31))) if acfg.get("group") == "window" else "time"
+    nq = int(acfg.get("nquantiles", 20))
+    mb = xsdba.MBCn.train(ref, hist, base_kws={"nquantiles": nq, "group": group}, adj_kws={"interp": "nearest"}, n_iter=10)
+    scen = mb.adjust(sim, ref, hist, base=xsdba.QuantileDeltaMapping,
+                     base_kws_vars={v: {"kind": method_of(config, v)["kind"], "nquantiles": nq} for v in variables})
+    out = xsdba.unstack_variables(scen)
+    res = {}
+    for v in variables:
+        da = out[v]
+        if calendar_of(da) != calendar_of(sims[v]):
+            da = da.convert_calendar(calendar_of(sims[v]), align_on="year" if "360_day" in (calendar_of(da), calendar_of(sims[v])) else None,
+                                     missing=np.nan, use_cftime=True)
+            da = da.interpolate_na("time") if bool(da.isnull().any()) else da
+        res[v] = da.assign_coords(time=sims[v].time.values).transpose(*sims[v].dims).assign_attrs(sims[v].attrs)
+    return res
+
+
+def adjust_files(
+    sim_paths: Sequence[str | os.PathLike[str]],
+    trained_path: str | os.PathLike[str],
+    config: Mapping[str, Any],
+    out_path: str | os.PathLike[str],
+) -> Path:
+    """Rule ``adjust``: all variables of one (source, experiment, member), all years, one dataset."""
+    from aid.io import write_netcdf
+    from aid.provenance import provenance_attrs, relpath_or_name
+
+    trained, meta = load_trained(trained_path)
+    sims: dict[str, xr.DataArray] = {}
+    for p in sim_paths:
+        var, da = _open_var(p)
+        method_of(config, var)
+        if var not in trained:
+            raise DataError(f"{trained_path}: no trained adjustment for variable '{var}' (has {', '.join(trained)}).",
+                            "re-run rule train_adjustment with this variable in search.variables.")
+        if var == "pr":
+            _check_values(da, var, str(p), [])
+        sims[var] = da
+    if meta.get("multivariate") == "MBCn" and config.get("adjust", {}).get("multivariate") == "MBCn":
+        adjusted = _mbcn_adjust(trained, sims, config)
+        method_note = "MBCn (xsdba) with QDM marginals"
+    else:
+        adjusted = {v: adjust_variable(trained[v], da, v, config) for v, da in sims.items()}
+        method_note = None
+    ds = xr.Dataset({v: da.astype("float32") for v, da in adjusted.items()})
+    ds, counts = enforce_consistency(ds)
+    first = next(iter(sims.values()))
+    for var in ds.data_vars:
+        vm = meta["variables"].get(var, {})
+        ba = {
+            "method": method_note or vm.get("method"),
+            "kind": vm.get("kind"),
+            "group": meta.get("group"),
+            "nquantiles": meta.get("nquantiles"),
+            "reference": meta.get("reference"),
+            "period": meta.get("reference_period"),
+            "calendar_conversion": f"training: reference {vm.get('reference_calendar_conversion')}, "
+            f"model {vm.get('model_calendar_conversion')}; applied in the model calendar ({calendar_of(sims[var])})",
+            "library": "xsdba",
+        }
+        if "jitter_under" in vm:
+            ba["jitter_under_thresh"] = vm["jitter_under"]
+        ds[var].attrs["bias_adjustment"] = json.dumps(ba, sort_keys=True)
+    ds.attrs.update({k: v for k, v in first.attrs.items() if k not in ("units", "standard_name", "long_name")})
+    ba_global = {"variables": {v: json.loads(ds[v].attrs["bias_adjustment"]) for v in ds.data_vars},
+                 "consistency_fixes": counts}
+    ds.attrs.update(provenance_attrs("adjust", adjust_factors=relpath_or_name(trained_path),
+                                     consistency_fixes=json.dumps(counts, sort_keys=True)))
+    ds.attrs["bias_adjustment"] = json.dumps(ba_global, sort_keys=True)
+    ds.attrs["calendar"] = calendar_of(first)
+    ds.attrs.pop("variable_id", None)
+    cal = calendar_of(first)
+    if "time" in ds.variables:
+        ds["time"].encoding.update({"calendar": cal, "units": "days since 1850-01-01"})
+    log.info("adjusted %s; consistency fixes %s", list(ds.data_vars), counts)
+    return write_netcdf(ds, out_path, encoding={v: {"zlib": True, "complevel": 4} for v in ds.data_vars})

@@ -1,0 +1,82 @@
+"""``aid train`` and ``aid sample``: the diffusion model outside Snakemake.
+
+Why: training is the one GPU-hungry step; users on an HPC node run it by hand (or under
+``torchrun`` for several GPUs) and point ``model.checkpoint`` at the result. ``aid sample``
+downscales any coarse file with a checkpoint, for quick looks and for regenerating one member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from aid.config import load_config, output_path
+    from aid.model.train import train_from_config
+
+    cfg = load_config(args.config)
+    variables = cfg["search"]["variables"]
+    fine = args.fine or [str(output_path(cfg, "reference", "fine", f"{v}.nc")) for v in variables]
+    coarse = args.coarse or [str(output_path(cfg, "reference", "coarse", f"{v}.nc")) for v in variables]
+    static = args.static or cfg["reference"].get("static")
+    out = args.out or str(output_path(cfg, "model", "checkpoint.pt"))
+    limit = args.time_limit_minutes * 60 if args.time_limit_minutes else None
+    path = train_from_config(cfg, fine, coarse, static, out, threads=args.threads, time_limit_s=limit)
+    log.info("checkpoint written: %s", path)
+    return 0
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from aid.io import open_dataset, write_netcdf
+    from aid.model.api import Downscaler
+    from aid.provenance import provenance_attrs, relpath_or_name
+    from aid.regrid import normalise_coords
+
+    dl = Downscaler.load(args.checkpoint, device=args.device)
+    coarse = xr.merge([normalise_coords(open_dataset(p, chunks=None)) for p in args.coarse], compat="override")
+    if args.start or args.end:
+        coarse = coarse.sel(time=slice(args.start, args.end))
+    samples = args.sample or [1]
+    out = dl.sample(coarse, samples=samples, seed=args.seed, steps=args.steps, churn=args.churn, rho=args.rho,
+                    progress=True)
+    out.attrs.update(provenance_attrs("sample", checkpoint=relpath_or_name(args.checkpoint),
+                                      checkpoint_sha256=dl.checkpoint_sha256))
+    write_netcdf(out, args.out)
+    return 0
+
+
+def register(sub: Any) -> None:
+    t = sub.add_parser("train", help="train the residual EDM diffusion downscaler on the reference pairs",
+                       description="Train the diffusion model on (0.25 deg reference, coarsened reference) pairs of "
+                                   "model.train.years and write a hashed checkpoint. Resumes from <out>.last. "
+                                   "Under torchrun with several GPUs it trains with DDP.")
+    t.add_argument("--config", default=None, help="config YAML (default config/config.yaml)")
+    t.add_argument("--fine", nargs="+", default=None, metavar="FILE", help="fine reference files (default: results/reference/fine/<var>.nc)")
+    t.add_argument("--coarse", nargs="+", default=None, metavar="FILE", help="coarse reference files (default: results/reference/coarse/<var>.nc)")
+    t.add_argument("--static", default=None, help="static z/lsm file (default: reference.static)")
+    t.add_argument("--out", default=None, help="checkpoint path (default: <output_dir>/model/checkpoint.pt)")
+    t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    t.add_argument("--time-limit-minutes", type=float, default=None, help="stop training after this wall time")
+    t.set_defaults(func=_run_train)
+
+    s = sub.add_parser("sample", help="downscale coarse NetCDF file(s) with a checkpoint (N members)",
+                       description="Draw diffusion samples for every time step of the coarse file(s) (model coarse "
+                                   "grid, all trained variables) and write one NetCDF (sample, time, lat, lon).")
+    s.add_argument("--checkpoint", required=True, help="model checkpoint (.pt)")
+    s.add_argument("--coarse", nargs="+", required=True, metavar="FILE", help="coarse input file(s)")
+    s.add_argument("--out", required=True, help="output NetCDF")
+    s.add_argument("--sample", type=int, action="append", default=None, help="sample index (repeatable; default 1)")
+    s.add_argument("--seed", type=int, default=2024)
+    s.add_argument("--steps", type=int, default=6, help="Heun steps (2*steps-1 network evaluations)")
+    s.add_argument("--churn", type=float, default=0.0, help="S_churn (0 = deterministic ODE)")
+    s.add_argument("--rho", type=float, default=7.0)
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--start", default=None, help="first time (e.g. 2013-01-01)")
+    s.add_argument("--end", default=None, help="last time")
+    s.set_defaults(func=_run_sample)

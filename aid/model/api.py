@@ -1,0 +1,183 @@
+"""The model's public interface for the downscale stage: :class:`Downscaler` (docs/CONTRACTS.md).
+
+Why a class around the checkpoint: loading verifies the hash once and builds the network, the
+normalisation and the static conditioning once; ``sample`` is then called per batch of days.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from aid.errors import CheckpointError, ConfigError
+from aid.model import transforms
+from aid.model.checkpoint import load_checkpoint
+from aid.model.data import date_keys, time_features, upsampled
+from aid.model.precond import EDMDenoiser
+from aid.model.sampler import CPU_MICRO_BATCH, chunked, heun_sample, member_seed
+from aid.model.tiling import tiled_apply
+from aid.model.unet import UNet
+
+log = logging.getLogger(__name__)
+
+UNITS = {"tas": "K", "tasmax": "K", "tasmin": "K", "pr": "mm d-1", "uas": "m s-1", "vas": "m s-1"}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but torch sees no CUDA device.", "use device auto or cpu.")
+    return str(device)
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """torch.use_deterministic_algorithms for the duration (restored afterwards)."""
+    if not enabled:
+        yield
+        return
+    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+class Downscaler:
+    """A trained residual EDM downscaler.
+
+    Attributes: ``variables`` (channel order), ``checkpoint_sha256`` (content hash, verified),
+    ``config`` (training config), ``lat``/``lon`` (fine grid), ``orography``/``land_sea_mask``.
+    """
+
+    def __init__(self, content: dict[str, Any], sha256: str, path: str | os.PathLike[str], device: str = "cpu") -> None:
+        self.path = Path(path)
+        self.device = device
+        self.variables: list[str] = list(content["variables"])
+        self.checkpoint_sha256: str = sha256
+        self.config: dict[str, Any] = json.loads(content["config_json"])
+        kwargs = json.loads(content["model_kwargs_json"])
+        try:
+            net = UNet(**kwargs)
+            net.load_state_dict(content.get("best_ema") or content["ema"])
+        except (TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{self.path}: weights do not fit the stored architecture ({exc}).",
+                                  "the checkpoint comes from an incompatible aid version; retrain.") from exc
+        self.den = EDMDenoiser(net, content["sigma_data"]).to(device).eval()
+        self.mean = content["norm_mean"].numpy()
+        self.std = content["norm_std"].numpy()
+        self.sigma_min = float(content["sigma_min"])
+        self.sigma_max = float(content["sigma_max"])
+        self.pr_transform = str(content["pr_transform"])
+        self.upsample_method = str(content["upsample"])
+        self.lat = content["fine_lat"].numpy()
+        self.lon = content["fine_lon"].numpy()
+        self.static = content["static"].to(torch.float32)
+        self.orography = content["orography"].numpy()
+        self.land_sea_mask = content["land_sea_mask"].numpy()
+        self.patch = int(content["patch"])
+        self.periodic_lon = abs(len(self.lon) * 0.25 - 360.0) < 1e-6
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str = "auto",
+             expect_variables: Sequence[str] | None = None) -> Downscaler:
+        """Load with ``torch.load(weights_only=True)`` and verify the content hash."""
+        content, digest = load_checkpoint(path, expect_variables=expect_variables)
+        dev = resolve_device(device)
+        log.info("loaded checkpoint %s (sha256 %s, variables %s, size %s) on %s",
+                 path, digest[:12], content["variables"], content.get("size"), dev)
+        return cls(content, digest, path, dev)
+
+    # ------------------------------------------------------------------------------------------
+    def _denoise_fn(self, sigma: torch.Tensor, tfeat: torch.Tensor):  # noqa: ANN202
+        micro = CPU_MICRO_BATCH if self.device == "cpu" else None
+
+        def fn(xt: torch.Tensor, ct: torch.Tensor, rs: slice, ci: torch.Tensor) -> torch.Tensor:
+            st = self.static.to(xt.device)[:, rs].index_select(2, ci)
+            cc = torch.cat([ct, st[None].expand(ct.shape[0], -1, -1, -1)], dim=1)
+            return chunked(lambda xs, cs, ts: self.den(xs, sigma, cs, ts), micro, xt, cc, tfeat)
+
+        return fn
+
+    def sample(
+        self,
+        coarse: xr.Dataset,
+        samples: Sequence[int],
+        seed: int,
+        steps: int,
+        churn: float = 0.0,
+        rho: float = 7.0,
+        max_batch: int = 256,
+        progress: bool = False,
+        sigma_max: float | None = None,
+    ) -> xr.Dataset:
+        """Downscale ``coarse`` (time, lat, lon; physical units) -> (sample, time, lat, lon) float32.
+
+        Each (sample, time) member starts from noise seeded by (seed, sample, date) only, so any
+        subset of samples or days reproduces bit-identically on CPU. pr is clipped to >= 0.
+        ``sigma_max`` overrides the checkpoint's starting noise level (normalised units).
+        """
+        from aid.regrid import normalise_coords
+
+        missing = [v for v in self.variables if v not in coarse.data_vars]
+        if missing:
+            raise CheckpointError(
+                f"{self.path}: checkpoint expects variables {self.variables}; the coarse input lacks {missing}.",
+                "provide all variables the model was trained on, or use a checkpoint for this variable set.",
+            )
+        samples = [int(s) for s in samples]
+        coarse = normalise_coords(coarse[self.variables])
+        times = coarse["time"].values
+        up = upsampled(coarse.load(), self.lat, self.lon, self.variables, self.upsample_method)
+        up_t = transforms.forward_stack(self.variables, up, self.pr_transform)
+        cond = ((up_t - self.mean[None, :, None, None]) / self.std[None, :, None, None]).astype(np.float32)
+        tfeat = time_features(times)
+        keys = date_keys(times)
+        nt, c, h, w = up_t.shape
+        ns = len(samples)
+        res = np.empty((ns, nt, c, h, w), dtype=np.float64)
+        days_per_batch = max(1, max_batch // max(ns, 1))
+        cuda = self.device.startswith("cuda")
+        overlap = max(2, self.patch // 4)
+        with torch.inference_mode(), _deterministic(not cuda), (
+            torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        ):
+            for d0 in range(0, nt, days_per_batch):
+                days = range(d0, min(nt, d0 + days_per_batch))
+                rows = [(d, s) for d in days for s in samples]
+                gens = [torch.Generator().manual_seed(member_seed(seed, s, keys[d])) for d, s in rows]
+                di = torch.tensor([d for d, _ in rows])
+                cb = torch.from_numpy(cond)[di].to(self.device)
+                tb = torch.from_numpy(tfeat)[di].to(self.device)
+
+                def denoise(x: torch.Tensor, sigma: torch.Tensor, cb: torch.Tensor = cb, tb: torch.Tensor = tb) -> torch.Tensor:
+                    fn = self._denoise_fn(sigma, tb)
+                    return tiled_apply(fn, x, cb, (self.patch, self.patch), overlap, self.periodic_lon)
+
+                r = heun_sample(denoise, gens, (c, h, w), steps, self.sigma_min, sigma_max or self.sigma_max, rho, churn,
+                                device=self.device, progress=progress).float().cpu().numpy()
+                for k, (d, s) in enumerate(rows):
+                    res[samples.index(s), d] = up_t[d] + r[k].astype(np.float64) * self.std[:, None, None]
+        phys = transforms.inverse_stack(self.variables, res.reshape(ns * nt, c, h, w), self.pr_transform)
+        phys = phys.reshape(ns, nt, c, h, w).astype(np.float32)
+        out = xr.Dataset(coords={"sample": ("sample", np.asarray(samples, dtype=np.int32)), "time": coarse["time"],
+                                 "lat": ("lat", self.lat, {"units": "degrees_north", "standard_name": "latitude"}),
+                                 "lon": ("lon", self.lon, {"units": "degrees_east", "standard_name": "longitude"})})
+        for i, v in enumerate(self.variables):
+            attrs = dict(coarse[v].attrs)
+            attrs.setdefault("units", UNITS.get(v, ""))
+            out[v] = (("sample", "time", "lat", "lon"), phys[:, :, i], attrs)
+        out.attrs.update({"aid_checkpoint_sha256": self.checkpoint_sha256, "aid_sampler_seed": str(seed),
+                          "aid_sampler_steps": str(steps), "aid_sampler_churn": str(churn), "aid_sampler_rho": str(rho)})
+        return out

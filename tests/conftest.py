@@ -1,0 +1,37 @@
+"""Shared fixtures: the real data folder and the demo archive (written once per test session)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+#: ``/work/shared/data`` seen from this repository (``<repo>/../shared/data``).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real climate data (README.md there lists every file)."""
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default-config demo archive, built once: returns its root (``CMIP6/``, ``reference/``,
+    ``manifest.json``). Fails if the build takes 30 s or more (the documented budget)."""
+    from aid.config import load_config
+    from aid.demo import write_demo_archive
+
+    root = tmp_path_factory.mktemp("demo") / "demo-archive"
+    cfg = load_config(overrides={"output_dir": str(root.parent)})
+    t0 = time.perf_counter()
+    write_demo_archive(cfg, SHARED_DATA / "era5", root, root / "manifest.json")
+    seconds = time.perf_counter() - t0
+    log.info("demo archive built in %.1f s", seconds)
+    assert seconds < 30.0, f"demo archive took {seconds:.1f} s (budget 30 s)"
+    return root
