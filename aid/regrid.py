@@ -124,6 +124,16 @@ def _rim_blocks(tvals: np.ndarray, svals: np.ndarray) -> list[tuple[np.ndarray, 
     return blocks
 
 
+def _xarray_regrid(src: xr.Dataset, target: xr.Dataset, method: str, spatial: list[str]) -> xr.Dataset:
+    """One xarray-regrid call per method; conservative skips NaNs only when there are any."""
+    if method == "conservative":
+        has_nan = any(bool(src[v].isnull().any()) for v in spatial)
+        return src.regrid.conservative(target, latitude_coord="lat", skipna=has_nan)
+    if method == "bilinear":
+        return src.regrid.linear(target)
+    return src.regrid.nearest(target)
+
+
 def _regrid_rim(
     out: xr.Dataset, src: xr.Dataset, target: xr.Dataset, method: str, everywhere: bool = False
 ) -> xr.Dataset:
@@ -145,13 +155,7 @@ def _regrid_rim(
     spatial = [v for v in out.data_vars if {"lat", "lon"} <= set(out[v].dims)]
     for dim, (idx, is_rim) in blocks:
         sub_t = target.isel({dim: idx})
-        if method == "conservative":
-            has_nan = any(bool(padded[v].isnull().any()) for v in spatial)
-            sub = padded.regrid.conservative(sub_t, latitude_coord="lat", skipna=has_nan)
-        elif method == "bilinear":
-            sub = padded.regrid.linear(sub_t)
-        else:
-            sub = padded.regrid.nearest(sub_t)
+        sub = _xarray_regrid(padded, sub_t, method, spatial)
         if dim == "lat":
             # a target row centred on the pole lies beyond the (clamped) ghost: it sits in the same
             # source row as its neighbour, so it takes the neighbour's value
@@ -233,13 +237,7 @@ def regrid(
     elif backend == "xarray-regrid":
         import xarray_regrid  # noqa: F401  (registers the .regrid accessor)
 
-        if method == "conservative":
-            has_nan = any(bool(src[v].isnull().any()) for v in spatial)
-            out = src.regrid.conservative(target, latitude_coord="lat", skipna=has_nan)
-        elif method == "bilinear":
-            out = src.regrid.linear(target)
-        else:
-            out = src.regrid.nearest(target)
+        out = _xarray_regrid(src, target, method, spatial)
         out = _regrid_rim(out, src, target, method)
     else:
         raise ConfigError(f"unknown regrid backend {backend!r}.", "set regrid.backend to xarray-regrid or xesmf.")
