@@ -95,6 +95,15 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
             f"{source}: 'output_dir' ({cfg['output_dir']}) climbs out of the working directory.",
             "use a path below the repository (e.g. results) or an absolute path.",
         )
+    ckpt = (cfg.get("model") or {}).get("checkpoint")
+    if ckpt:
+        ckpt_path = Path(str(ckpt).replace("{output_dir}", str(cfg["output_dir"])))
+        if not ckpt_path.is_file():
+            raise ConfigError(
+                f"{source}: 'model.checkpoint' points at {ckpt_path}, which does not exist.",
+                "set model.checkpoint: null to train the model (workflow rule `train` or `aid train`), "
+                "or point it at an existing checkpoint file.",
+            )
     for var in cfg["search"]["variables"]:
         if var not in cfg["reference"]["files"]:
             raise ConfigError(

@@ -265,10 +265,15 @@ def _open_standardised(
         raw.close()
     if len(parts) == 1:
         return parts[0], headers, halfwidths
-    parts.sort(key=lambda d: d["time"].values[0])
     cals = {d.attrs.get("calendar") for d in parts}
     if len(cals) > 1:
-        raise DataError(f"{key}: files use different calendars {sorted(map(str, cals))}.", "the files of one dataset must share a calendar.")
+        which = "; ".join(f"{p}: {d.attrs.get('calendar')}" for p, d in zip(paths, parts))
+        raise DataError(
+            f"{key}: files use different calendars {sorted(map(str, cals))} ({which}).",
+            "the files of one dataset must share a calendar: re-encode the odd file(s) in the dataset's calendar "
+            "or remove them from the catalog.",
+        )
+    parts.sort(key=lambda d: d["time"].values[0])
     attrs = dict(parts[0].attrs)
     enc = dict(parts[0]["time"].encoding)
     ds = xr.concat(parts, dim="time", data_vars="minimal", coords="minimal", compat="override", join="override")

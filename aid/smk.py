@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aid.errors import AidError
@@ -17,6 +17,17 @@ from aid.errors import AidError
 
 def run(snakemake: Any, func: Callable[..., Any], /, **kwargs: Any) -> Any:
     """Call ``func(**kwargs)`` with logging routed to ``snakemake.log[0]``."""
+    return run_each(snakemake, func, [kwargs])[0]
+
+
+def run_each(snakemake: Any, func: Callable[..., Any], calls: Iterable[Mapping[str, Any]], /) -> list[Any]:
+    """Call ``func(**kw)`` for each ``kw`` in one job, logging to ``snakemake.log[0]``.
+
+    Why: a job per variable pays Python + xarray start-up per variable; rules whose work per
+    variable is small (fetch, regrid, reference of a regional box) do all variables of a dataset in
+    one job and still write one file per variable. The first failure stops the job (Snakemake then
+    removes every output of the job, so no variable is left half-done).
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if len(snakemake.log):
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
@@ -29,7 +40,7 @@ def run(snakemake: Any, func: Callable[..., Any], /, **kwargs: Any) -> Any:
     log = logging.getLogger(f"aid.rule.{snakemake.rule}")
     log.info("rule %s wildcards %s", snakemake.rule, dict(snakemake.wildcards))
     try:
-        return func(**kwargs)
+        return [func(**kw) for kw in calls]
     except AidError as exc:
         log.error("rule %s failed: %s", snakemake.rule, exc)
         sys.exit(1)

@@ -18,7 +18,10 @@ rule downscale:
         seed=config["downscale"]["seed"],
     resources:
         gpu=1,
-    threads: 2
+    # One thread per job: on a laptop two single-thread jobs side by side beat one two-thread job
+    # (the small networks scale poorly and oversubscribed OpenMP threads spin). On HPC raise it
+    # with `set-threads: downscale=N` in a profile, or use the GPU.
+    threads: 1
     conda:
         "../../envs/downscale.yaml"
     script:

@@ -42,15 +42,21 @@ if not config["catalog"].get("path"):
 
 
 rule fetch:
-    """Search the catalog by facets; standardise names, units, calendar, longitudes; crop to region+halo."""
+    """Search the catalog by facets; standardise names, units, calendar, longitudes; crop to region+halo.
+
+    One job per (source, experiment, member) writes one file per variable: the per-job start-up
+    (Python, xarray, the catalog) costs more than standardising a variable of a regional box.
+    """
     input:
         catalog=catalog_path(),
     output:
-        f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
+        expand(f"{OUT}/fetch/{{{{source}}}}/{{{{experiment}}}}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
+    params:
+        variables=VARS,
     log:
-        f"{OUT}/logs/fetch/{{source}}_{{experiment}}_{{member}}_{{variable}}.log",
+        f"{OUT}/logs/fetch/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
-        f"{OUT}/benchmarks/fetch/{{source}}_{{experiment}}_{{member}}_{{variable}}.tsv"
+        f"{OUT}/benchmarks/fetch/{{source}}_{{experiment}}_{{member}}.tsv"
     conda:
         "../../envs/fetch.yaml"
     script:

@@ -6,12 +6,14 @@ rule reference:
     input:
         reference_inputs(),
     output:
-        fine=f"{OUT}/reference/fine/{{variable}}.nc",
-        coarse=f"{OUT}/reference/coarse/{{variable}}.nc",
+        fine=expand(f"{OUT}/reference/fine/{{variable}}.nc", variable=VARS),
+        coarse=expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS),
+    params:
+        variables=VARS,
     log:
-        f"{OUT}/logs/reference/{{variable}}.log",
+        f"{OUT}/logs/reference.log",
     benchmark:
-        f"{OUT}/benchmarks/reference/{{variable}}.tsv"
+        f"{OUT}/benchmarks/reference.tsv"
     conda:
         "../../envs/regrid.yaml"
     script:
@@ -19,16 +21,16 @@ rule reference:
 
 
 rule regrid:
-    """Conservative regridding of a fetched GCM variable to the model's coarse grid."""
+    """Conservative regridding of a fetched GCM dataset (every variable) to the model's coarse grid."""
     input:
-        data=f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
+        data=expand(f"{OUT}/fetch/{{{{source}}}}/{{{{experiment}}}}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
         complete=f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/completeness.json",
     output:
-        f"{OUT}/regrid/{{source}}/{{experiment}}/{{member}}/{{variable}}.nc",
+        expand(f"{OUT}/regrid/{{{{source}}}}/{{{{experiment}}}}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
     log:
-        f"{OUT}/logs/regrid/{{source}}_{{experiment}}_{{member}}_{{variable}}.log",
+        f"{OUT}/logs/regrid/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
-        f"{OUT}/benchmarks/regrid/{{source}}_{{experiment}}_{{member}}_{{variable}}.tsv"
+        f"{OUT}/benchmarks/regrid/{{source}}_{{experiment}}_{{member}}.tsv"
     conda:
         "../../envs/regrid.yaml"
     script:

@@ -1,6 +1,9 @@
 from aid.fetch import fetch_dataset
-from aid.smk import run
+from aid.smk import run_each
 
 wc = snakemake.wildcards
-run(snakemake, fetch_dataset, catalog_path=snakemake.input.catalog, config=snakemake.config, source=wc.source,
-    experiment=wc.experiment, member=wc.member, variable=wc.variable, out_path=snakemake.output[0])
+run_each(snakemake, fetch_dataset, [
+    dict(catalog_path=snakemake.input.catalog, config=snakemake.config, source=wc.source, experiment=wc.experiment,
+         member=wc.member, variable=v, out_path=out)
+    for v, out in zip(snakemake.params.variables, snakemake.output)
+])

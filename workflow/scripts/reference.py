@@ -1,5 +1,7 @@
 from aid.reference import prepare_reference
-from aid.smk import run
+from aid.smk import run_each
 
-run(snakemake, prepare_reference, config=snakemake.config, variable=snakemake.wildcards.variable,
-    fine_out=snakemake.output.fine, coarse_out=snakemake.output.coarse)
+run_each(snakemake, prepare_reference, [
+    dict(config=snakemake.config, variable=v, fine_out=fine, coarse_out=coarse)
+    for v, fine, coarse in zip(snakemake.params.variables, snakemake.output.fine, snakemake.output.coarse)
+])

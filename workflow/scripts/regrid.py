@@ -1,4 +1,7 @@
 from aid.regrid import regrid_file
-from aid.smk import run
+from aid.smk import run_each
 
-run(snakemake, regrid_file, in_path=snakemake.input.data, config=snakemake.config, out_path=snakemake.output[0])
+run_each(snakemake, regrid_file, [
+    dict(in_path=src, config=snakemake.config, out_path=out)
+    for src, out in zip(snakemake.input.data, snakemake.output)
+])
