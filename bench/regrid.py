@@ -1,5 +1,9 @@
 """Benchmark: aid.regrid (xarray-regrid) beside ``cdo remapcon`` on the same global data, same run.
 
+aid's conservative path is xarray-regrid's formatting and 1-D weights applied as banded BLAS
+products on the data as stored (aid/regrid.py, issue 8); ``threads`` (``OMP_NUM_THREADS``, else
+all CPUs) is given to CDO as ``-P`` and caps aid's worker threads alike.
+
 Data (DERIVED, not new observations): the real global ERA5 2 m temperature of 2022-10-01T00
 (``era5/era5-2t-global-2022-10-01T00.grib``, 721 x 1440) repeated as 100 time steps, step k rolled
 eastwards by k grid columns and offset by 0.01*k K, so every step differs but stays a real field.
@@ -106,6 +110,9 @@ def main() -> None:
     results = {
         "data": f"DERIVED: {args.steps} steps from {DATA.name} (roll k columns, +0.01 k K)",
         "device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads} threads used",
+        # the machine is shared: a load above the CPU count slows CDO's OpenMP threads most,
+        # so read the ratios together with it
+        "load_average_1min_start": round(os.getloadavg()[0], 2),
         "versions": {"xarray-regrid": getattr(xarray_regrid, "__version__", "?"), "xarray": xr.__version__, "cdo": cdo_version},
         "cases": {},
     }
@@ -138,6 +145,7 @@ def main() -> None:
                 "max_abs_diff_vs_cdo_K_lat_lt_85": round(diff, 5),
             }
             log.info("%s: %s", name, results["cases"][name])
+    results["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
