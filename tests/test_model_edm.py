@@ -164,6 +164,17 @@ def test_sampler_determinism_and_single_member(uk: dict, churn: float) -> None:
     assert alone.tas.dtype == np.float32 and a.tas.dims == ("sample", "time", "lat", "lon")
 
 
+def test_compile_option_is_ignored_on_cpu(uk: dict) -> None:
+    """torch.compile is a CUDA-only option: on CPU the eager network runs and results stay bit-identical."""
+    coarse = uk["coarse"].isel(time=slice(20, 22))
+    plain = Downscaler.load(uk["ckpt"], device="cpu")
+    asked = Downscaler.load(uk["ckpt"], device="cpu", compile=True)
+    assert not asked.compile and asked._network() is asked.den
+    a = plain.sample(coarse, samples=[1, 2], seed=11, steps=2, churn=3.0)
+    b = asked.sample(coarse, samples=[1, 2], seed=11, steps=2, churn=3.0)
+    np.testing.assert_array_equal(a.tas.values, b.tas.values)
+
+
 def test_member_seed_depends_on_seed_sample_date_only() -> None:
     s = member_seed(1, 2, "2019032512")
     assert s == member_seed(1, 2, "2019032512")

@@ -61,9 +61,15 @@ class Downscaler:
     ``config`` (training config), ``lat``/``lon`` (fine grid), ``orography``/``land_sea_mask``.
     """
 
-    def __init__(self, content: dict[str, Any], sha256: str, path: str | os.PathLike[str], device: str = "cpu") -> None:
+    def __init__(self, content: dict[str, Any], sha256: str, path: str | os.PathLike[str], device: str = "cpu",
+                 compile: bool | None = None) -> None:
         self.path = Path(path)
         self.device = device
+        #: torch.compile the denoiser on CUDA (default: on when the device is CUDA). Never on CPU:
+        #: the CPU path must stay bit-reproducible per seed, and compiled kernels may fuse and
+        #: reorder float operations differently from eager.
+        self.compile = bool(compile if compile is not None else True) and str(device).startswith("cuda")
+        self._compiled: Any = None
         self.variables: list[str] = list(content["variables"])
         self.checkpoint_sha256: str = sha256
         self.config: dict[str, Any] = json.loads(content["config_json"])
@@ -91,22 +97,57 @@ class Downscaler:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "auto",
-             expect_variables: Sequence[str] | None = None) -> Downscaler:
-        """Load with ``torch.load(weights_only=True)`` and verify the content hash."""
+             expect_variables: Sequence[str] | None = None, compile: bool | None = None) -> Downscaler:
+        """Load with ``torch.load(weights_only=True)`` and verify the content hash.
+
+        ``compile`` (CUDA only, default on there): wrap the denoiser in ``torch.compile``; ignored on CPU.
+        """
         content, digest = load_checkpoint(path, expect_variables=expect_variables)
         dev = resolve_device(device)
         log.info("loaded checkpoint %s (sha256 %s, variables %s, size %s) on %s",
                  path, digest[:12], content["variables"], content.get("size"), dev)
-        return cls(content, digest, path, dev)
+        return cls(content, digest, path, dev, compile=compile)
 
     # ------------------------------------------------------------------------------------------
+    def _network(self) -> Any:
+        """The denoiser to call: eager on CPU; on CUDA ``torch.compile``d when enabled.
+
+        If compilation fails (no compiler toolchain, unsupported op), the eager module is used
+        from then on and a warning is logged, so a GPU run never dies for want of a compiler.
+        """
+        if not self.compile:
+            return self.den
+        if self._compiled is None:
+            try:
+                torch.backends.cudnn.benchmark = True
+                self._compiled = torch.compile(self.den, dynamic=False)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("torch.compile unavailable (%s); using the eager network", exc)
+                self.compile = False
+                return self.den
+        return self._compiled
+
+    def _call_network(self, xs: torch.Tensor, sigma: torch.Tensor, cs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        net = self._network()
+        if net is self.den:
+            return self.den(xs, sigma, cs, ts)
+        try:
+            return net(xs, sigma, cs, ts)
+        except Exception as exc:  # noqa: BLE001  (compilation happens lazily, at the first call)
+            log.warning("torch.compile failed at the first call (%s); falling back to the eager network", exc)
+            self.compile, self._compiled = False, None
+            return self.den(xs, sigma, cs, ts)
+
     def _denoise_fn(self, sigma: torch.Tensor, tfeat: torch.Tensor):  # noqa: ANN202
-        micro = CPU_MICRO_BATCH if self.device == "cpu" else None
+        """``fn(x_tile, cond_tile, rows, cols)`` for :func:`tiled_apply`.
+
+        ``cond_tile`` already holds the static channels (joined once per batch in :meth:`sample`,
+        not at every network evaluation: slicing commutes with concatenation, so this is exact).
+        """
+        micro = CPU_MICRO_BATCH if not str(self.device).startswith("cuda") else None
 
         def fn(xt: torch.Tensor, ct: torch.Tensor, rs: slice, ci: torch.Tensor) -> torch.Tensor:
-            st = self.static.to(xt.device)[:, rs].index_select(2, ci)
-            cc = torch.cat([ct, st[None].expand(ct.shape[0], -1, -1, -1)], dim=1)
-            return chunked(lambda xs, cs, ts: self.den(xs, sigma, cs, ts), micro, xt, cc, tfeat)
+            return chunked(lambda xs, cs, ts: self._call_network(xs, sigma, cs, ts), micro, xt, ct, tfeat)
 
         return fn
 
@@ -150,6 +191,7 @@ class Downscaler:
         days_per_batch = max(1, max_batch // max(ns, 1))
         cuda = self.device.startswith("cuda")
         overlap = max(2, self.patch // 4)
+        static = self.static.to(self.device)
         with torch.inference_mode(), _deterministic(not cuda), (
             torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         ):
@@ -159,6 +201,8 @@ class Downscaler:
                 gens = [torch.Generator().manual_seed(member_seed(seed, s, keys[d])) for d, s in rows]
                 di = torch.tensor([d for d, _ in rows])
                 cb = torch.from_numpy(cond)[di].to(self.device)
+                # the static channels joined once per batch (not once per network evaluation)
+                cb = torch.cat([cb, static[None].expand(cb.shape[0], -1, -1, -1)], dim=1)
                 tb = torch.from_numpy(tfeat)[di].to(self.device)
 
                 def denoise(x: torch.Tensor, sigma: torch.Tensor, cb: torch.Tensor = cb, tb: torch.Tensor = tb) -> torch.Tensor:
