@@ -391,12 +391,16 @@ def downscale_year(
     samples = sorted({s for _, s in targets})
     seed, steps = int(dcfg.get("seed", 0)), int(dcfg.get("steps", 6))
     churn, rho = float(dcfg.get("churn", 0.0)), float(dcfg.get("rho", 7.0))
-    log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, %d days in batches of %d",
-             source, experiment, member, year, samples, seed, steps, churn, rho, len(coarse.days),
+    # The starting noise level: the checkpoint's (EDM's 80) unless config overrides it; with few
+    # steps a lower start spends them where the residual's detail is (bench/sampler.py sweep).
+    sigma_max = float(dcfg["sigma_max"]) if dcfg.get("sigma_max") is not None else float(dl.sigma_max)
+    log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, %d days in "
+             "batches of %d", source, experiment, member, year, samples, seed, steps, churn, rho, sigma_max,
+             len(coarse.days),
              int(dcfg.get("batch_days", 32)))
 
     def produce(batch: xr.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        out = dl.sample(batch, samples=samples, seed=seed, steps=steps, churn=churn, rho=rho)
+        out = dl.sample(batch, samples=samples, seed=seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max)
         if "sample" in out.coords:
             out = out.sel(sample=samples)
         fields = {v: np.array(out[v].transpose("sample", "time", "lat", "lon").values, dtype="f4") for v in out.data_vars
@@ -410,11 +414,12 @@ def downscale_year(
         "sampler_steps": steps,
         "sampler_churn": churn,
         "sampler_rho": rho,
+        "sampler_sigma_max": sigma_max,
         "n_samples": int(dcfg.get("n_samples", len(samples))),
         "device": device,
         "coarse_input": ", ".join(relpath_or_name(p) for p in coarse.files),
     }
-    identity = [dl.checkpoint_sha256, seed, steps, churn, rho, device, *_file_sha256(coarse.files)]
+    identity = [dl.checkpoint_sha256, seed, steps, churn, rho, sigma_max, device, *_file_sha256(coarse.files)]
     return _stream(config, coarse, targets, samples, produce, model=MODEL_ID, source=source, experiment=experiment,
                    member=member, provenance=provenance, identity=identity,
                    what=f"downscale {source}/{experiment}/{member}/{year}")

@@ -13,9 +13,10 @@ rule downscale:
     benchmark:
         f"{OUT}/benchmarks/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
     params:
-        # Changing the ensemble size or the seed re-runs exactly the affected jobs.
+        # Changing the ensemble size, the seed or the sampler re-runs exactly the affected jobs.
         n_samples=NSAMPLES,
         seed=config["downscale"]["seed"],
+        sampler={k: config["downscale"].get(k) for k in ("steps", "churn", "rho", "sigma_max")},
     resources:
         gpu=1,
     # One thread per job: on a laptop two single-thread jobs side by side beat one two-thread job
