@@ -22,7 +22,7 @@ import xarray as xr
 from aid import naming
 from test_workflow import ROOT, TINY, pipeline, snakemake, tiny_config  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.slow  # needs the full pipeline run
+pytestmark = [pytest.mark.pipeline, pytest.mark.xdist_group("pipeline")]  # shares test_workflow's run
 
 DOWNSTREAM = ("downscale", "baseline", "checks", "indices", "evaluation", "targets")
 

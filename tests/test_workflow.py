@@ -25,7 +25,9 @@ import yaml
 from aid import naming
 from aid.config import deep_update, resolve_placeholders, validate
 
-pytestmark = pytest.mark.slow  # full pipeline run: minutes; run with `-m slow`
+# The full tiny pipeline (minutes). One xdist group: every test here and in test_faults.py shares one
+# session run, so `pytest -n 2 --dist loadgroup` keeps them on one worker.
+pytestmark = [pytest.mark.pipeline, pytest.mark.xdist_group("pipeline")]
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
@@ -114,9 +116,22 @@ def test_indices_evaluation_outputs(pipeline) -> None:
     out, cfg = pipeline
     ens = xr.open_dataset(out / "indices" / "ensemble" / f"{cfg['search']['sources'][0]}_ssp245.nc")
     assert "TXx" in ens and "statistic" in ens["TXx"].dims
+    assert list(ens["statistic"].values) == ["p10", "median", "p90"]
+    assert np.all(ens["TXx"].sel(statistic="p10") <= ens["TXx"].sel(statistic="p90"))
+    txx = ens["TXx"].sel(statistic="median")
+    # UK annual maximum of daily max temperature: warm-summer values, in K (xclim keeps the input units).
+    assert 290 < float(txx.min()) and float(txx.max()) < 315, (float(txx.min()), float(txx.max()))
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
-    assert metrics
-    assert list((out / "evaluation" / "figures").glob("*.png"))
+    for var in cfg["search"]["variables"]:
+        scores = metrics["variables"][var]
+        assert {"aid", "bicubic", "coarse"} <= set(scores), var
+        assert np.isfinite(scores["aid"]["crps"]) and scores["aid"]["crps"] >= 0, var
+    # Bicubic upsampling of the coarse field beats the blocky coarse field itself on the 0.25 deg grid.
+    assert metrics["variables"]["tas"]["bicubic"]["mae"] < metrics["variables"]["tas"]["coarse"]["mae"]
+    figures = {p.name for p in (out / "evaluation" / "figures").glob("*.png")}
+    for var in ("tas", "pr"):
+        for kind in ("spectrum", "rank-histogram", "bias-map", "tail"):
+            assert f"{var}_{kind}.png" in figures, (var, kind)
 
 
 def test_rerun_one_job_is_bit_identical(pipeline, tmp_path) -> None:
