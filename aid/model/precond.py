@@ -63,10 +63,11 @@ class EDMDenoiser(nn.Module):
         return c_skip * x32 + c_out * f.to(torch.float32)
 
 
-def sample_sigma(n: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Training noise levels: ln(sigma) ~ N(P_MEAN, P_STD^2)."""
+def sample_sigma(n: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+                 p_mean: float = P_MEAN, p_std: float = P_STD) -> torch.Tensor:
+    """Training noise levels: ln(sigma) ~ N(p_mean, p_std^2) (EDM defaults P_MEAN, P_STD)."""
     z = torch.randn(n, generator=generator)
-    return (P_MEAN + P_STD * z).exp().to(device)
+    return (p_mean + p_std * z).exp().to(device)
 
 
 def edm_loss(

@@ -32,7 +32,7 @@ from aid.errors import CheckpointError, ConfigError
 from aid.model import transforms
 from aid.model.checkpoint import load_checkpoint, save_checkpoint
 from aid.model.data import Pairs, load_pairs, static_channels, static_fields, time_features
-from aid.model.precond import EDMDenoiser, edm_loss, loss_weight, sample_sigma
+from aid.model.precond import P_MEAN, P_STD, EDMDenoiser, edm_loss, loss_weight, sample_sigma
 from aid.model.unet import SIZES, build_unet, count_params
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,39 @@ def _content(prep: Prepared, cfg: Mapping[str, Any], size: str, kwargs: Mapping[
     }
 
 
+def _resume_mismatch(content: Mapping[str, Any], cfg: Mapping[str, Any], prep: Prepared) -> str:
+    """What differs between a resume file and this run ('' when it may be resumed).
+
+    ``model.train.steps`` may change (train longer); anything else in ``model``, the domain or the
+    fine grid would continue a run on other data or settings, so the resume file is not used then.
+    """
+    def model_cfg(c: Mapping[str, Any]) -> dict[str, Any]:
+        m = json.loads(json.dumps(dict(c.get("model", {})), default=str))
+        m.pop("checkpoint", None)
+        m.get("train", {}).pop("steps", None)
+        return m
+
+    try:
+        old = json.loads(content["config_json"])
+    except (KeyError, ValueError):
+        return "configuration (none stored)"
+    new = json.loads(json.dumps(dict(cfg), default=str))
+    om, nm = model_cfg(old), model_cfg(new)
+    for key in sorted(set(om) | set(nm)):
+        if om.get(key) != nm.get(key):
+            if key == "train":
+                diff = [k for k in sorted(set(om[key]) | set(nm.get(key, {}))) if om[key].get(k) != nm.get(key, {}).get(k)]
+                return ", ".join(f"model.train.{k} ({om[key].get(k)} -> {nm.get(key, {}).get(k)})" for k in diff)
+            return f"model.{key} ({om.get(key)} -> {nm.get(key)})"
+    if old.get("search", {}).get("variables") != new.get("search", {}).get("variables"):
+        return "search.variables"
+    lat, lon = content["fine_lat"].numpy(), content["fine_lon"].numpy()
+    if lat.shape != prep.lat.shape or lon.shape != prep.lon.shape or not (
+            np.allclose(lat, prep.lat) and np.allclose(lon, prep.lon)):
+        return "fine grid (domain)"
+    return ""
+
+
 def _setup_distributed() -> tuple[int, int, str]:
     """(rank, world_size, device); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -229,7 +262,9 @@ def train_model(
     n_val = int(round(n * val_fraction)) if n >= 20 else 0
     tr = np.arange(n - n_val)
     va = np.arange(n - n_val, n)
-    net, kwargs = build_unet(size, c, c + prep.static.shape[0])
+    dropout = tcfg.get("dropout")
+    use_doy = bool(tcfg.get("use_doy", True))
+    net, kwargs = build_unet(size, c, c + prep.static.shape[0], dropout, use_doy)
     patch = int(kwargs["patch"])
     # sigma_max: EDM's 80 (normalised units). Measured on the UK bench (same checkpoint, 12 Heun
     # steps): sigma_max 1.3 / 10 / 80 gave ensemble-mean MAE 0.61 / 0.55 / 0.55 x bicubic and
@@ -237,21 +272,33 @@ def train_model(
     # with an exact Gaussian denoiser few steps from a large sigma_max inflate the variance.
     sigma_max = float(SIGMA_MAX)
     den = EDMDenoiser(net, torch.tensor(prep.sigma_data, dtype=torch.float32)).to(device)
-    ema = EDMDenoiser(build_unet(size, c, c + prep.static.shape[0])[0], den.sigma_data.cpu()).to(device)
+    ema = EDMDenoiser(build_unet(size, c, c + prep.static.shape[0], dropout, use_doy)[0], den.sigma_data.cpu()).to(device)
     ema.load_state_dict(den.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(den.parameters(), lr=float(tcfg.get("lr", 4e-4)), betas=(0.9, 0.99), weight_decay=1e-4)
+    ema.eval()  # never trained; validation must see it as inference does (no dropout)
+    opt = torch.optim.AdamW(den.parameters(), lr=float(tcfg.get("lr", 4e-4)), betas=(0.9, 0.99),
+                            weight_decay=float(tcfg.get("weight_decay", 1e-4)))
 
     start, elapsed0, history = 0, 0.0, []
     best: dict[str, Any] | None = None
+    if rank == 0:
+        # Temporary files of a killed run (SIGKILL skips atomic_path's clean-up); never outputs.
+        for stale in out.parent.glob(f".{out.name}.*.part"):
+            log.info("removing stale temporary file %s", stale)
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
     if last.exists():
         try:
             content, digest = load_checkpoint(last, expect_variables=prep.variables)
         except CheckpointError as exc:
             log.warning("ignoring resume file %s: %s", last, exc)
         else:
+            changed = _resume_mismatch(content, cfg, prep)
             if content["size"] != size or json.loads(content["model_kwargs_json"]) != json.loads(json.dumps(kwargs)):
                 log.warning("ignoring resume file %s: trained with model size %s", last, content["size"])
+            elif changed:
+                log.warning("ignoring resume file %s: it was trained with a different %s; starting from step 0",
+                            last, changed)
             else:
                 net.load_state_dict(content["model"])
                 ema.net.load_state_dict(content["ema"])
@@ -279,7 +326,14 @@ def train_model(
     tf_all = torch.from_numpy(prep.tfeat)
     static = torch.from_numpy(prep.static)
     h, w = prep.y.shape[-2:]
-    ph, pw = min(h, patch), min(w, patch)
+    vh, vw = min(h, patch), min(w, patch)  # validation window
+    # Training crops (augmentation: random translations of the window with the matching static
+    # fields; no flips, which would break the orography/coast alignment of the residual).
+    crop = int(tcfg.get("crop", 0)) or patch
+    ph, pw = min(h, crop), min(w, crop)
+    cond_noise = float(tcfg.get("cond_noise", 0.0))
+    p_mean = float(tcfg.get("p_mean", P_MEAN))
+    p_std = float(tcfg.get("p_std", P_STD))
     latw = torch.from_numpy(np.cos(np.deg2rad(prep.lat)).astype(np.float32))
     use_latw = bool(mcfg.get("lat_weighting", True))
     ema_decay = float(tcfg.get("ema_decay", 0.999))
@@ -296,7 +350,9 @@ def train_model(
                         static[None, :, r0 : r0 + ph, c0 : c0 + pw].expand(len(ii), -1, -1, -1)], dim=1)
         lw = latw[r0 : r0 + ph]
         pix = (lw / lw.mean())[:, None].expand(ph, pw) if use_latw else None
-        sig = sample_sigma(len(ii), gen)
+        if cond_noise > 0:  # noise augmentation of the coarse conditioning (not the static fields)
+            cb = torch.cat([cb[:, :c] + cond_noise * torch.randn(cb[:, :c].shape, generator=gen), cb[:, c:]], dim=1)
+        sig = sample_sigma(len(ii), gen, p_mean=p_mean, p_std=p_std)
         noise = torch.randn(yb.shape, generator=gen)
         out = (yb, cb, tf_all[ii], sig, noise)
         return tuple(t.to(device) for t in out) + ((pix.to(device) if pix is not None else None),)
@@ -310,8 +366,8 @@ def train_model(
             for i0 in range(0, n_val, 64):
                 idx = va[i0 : i0 + 64]
                 ii = torch.from_numpy(idx)
-                yb = y_all[ii, :, :ph, :pw].to(device)
-                cb = torch.cat([cond_all[ii, :, :ph, :pw], static[None, :, :ph, :pw].expand(len(ii), -1, -1, -1)], 1)
+                yb = y_all[ii, :, :vh, :vw].to(device)
+                cb = torch.cat([cond_all[ii, :, :vh, :vw], static[None, :, :vh, :vw].expand(len(ii), -1, -1, -1)], 1)
                 for s in VAL_SIGMAS:
                     sig = torch.full((len(ii),), s)
                     noise = torch.randn(yb.shape, generator=g).to(device)
@@ -342,6 +398,9 @@ def train_model(
         lr = _lr_at(step, progress_frac, tcfg)
         for g_ in opt.param_groups:
             g_["lr"] = lr
+        # Dropout draws from the global generator: seed it from the step, so a resumed run draws
+        # exactly what the uninterrupted run would have drawn (like the batches and noise below).
+        torch.manual_seed(seed * 1_000_003 + 7 * step + 104729 * rank + 1)
         idx = tr[_batch_indices(step, len(tr), batch, seed, rank, world)]
         yb, cb, tb, sig, noise, pix = batch_tensors(idx, step)
         with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():

@@ -110,8 +110,13 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         n_freq: int = 16,
         patch: int = 128,
+        use_doy: bool = True,
     ) -> None:
         super().__init__()
+        # use_doy=False drops the day-of-year sin/cos from the embedding (keeps the hour): with a
+        # training set of one month the day of year only identifies training fields (memorisation)
+        # and test days lie outside its training range.
+        self.use_doy = bool(use_doy)
         if len(blocks) != len(mults):
             raise ValueError("blocks and mults need one entry per level")
         self.out_channels = out_channels
@@ -156,7 +161,10 @@ class UNet(nn.Module):
     def embed(self, c_noise: torch.Tensor, tfeat: torch.Tensor) -> torch.Tensor:
         """Fourier features of c_noise = ln(sigma)/4 plus calendar sin/cos, through an MLP."""
         arg = c_noise.float()[:, None] * self.freqs[None, :]
-        return self.emb(torch.cat([arg.sin(), arg.cos(), tfeat.float()], dim=1))
+        tfeat = tfeat.float()
+        if not self.use_doy:
+            tfeat = torch.cat([torch.zeros_like(tfeat[:, :2]), tfeat[:, 2:]], dim=1)
+        return self.emb(torch.cat([arg.sin(), arg.cos(), tfeat], dim=1))
 
     def forward(self, x_in: torch.Tensor, cond: torch.Tensor, c_noise: torch.Tensor, tfeat: torch.Tensor) -> torch.Tensor:
         h0, w0 = x_in.shape[-2:]
@@ -188,11 +196,19 @@ class UNet(nn.Module):
         return out[..., :h0, :w0]
 
 
-def build_unet(size: str, out_channels: int, cond_channels: int) -> tuple[UNet, dict[str, Any]]:
-    """Instantiate a preset; returns the model and the kwargs (stored in checkpoints)."""
+def build_unet(size: str, out_channels: int, cond_channels: int,
+               dropout: float | None = None, use_doy: bool = True) -> tuple[UNet, dict[str, Any]]:
+    """Instantiate a preset; returns the model and the kwargs (stored in checkpoints).
+
+    ``dropout`` overrides the preset's residual-block dropout (model.train.dropout).
+    """
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}; use one of {', '.join(SIZES)}")
     kw = dict(SIZES[size])
+    if dropout is not None:
+        kw["dropout"] = float(dropout)
+    if not use_doy:  # only stored when off, so older checkpoints' kwargs stay valid
+        kw["use_doy"] = False
     kw = {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
     kw.update(out_channels=out_channels, cond_channels=cond_channels)
     return UNet(**kw), kw
