@@ -176,7 +176,9 @@ def convert_units(da: xr.DataArray, variable: str, where: str) -> xr.DataArray:
     context = "hydro" if variable == "pr" else None
     dim = _dimensionality(str(units))
     if dim is None or dim not in _ALLOWED_DIMS[target]:
-        what = "are not known units" if dim is None else f"have dimensionality {dim}"
+        # Written out by hand: pint's own repr of the exponents (1 vs 1.0) depends on import order.
+        dims = " ".join(k if float(v) == 1 else f"{k}^{float(v):g}" for k, v in sorted(dict(dim or {}).items()))
+        what = "are not known units" if dim is None else f"have dimensions {dims}"
         raise DataError(
             f"{where}: variable '{da.name}' has units '{units}' that cannot be converted to {target} ({what}).",
             f"fix the units attribute of '{da.name}' in this file (expected something convertible to {target}).",

@@ -201,7 +201,7 @@ def test_wrong_units_name_the_file(cesm: xr.Dataset, tmp_path: Path) -> None:
         fetch_dataset(catalog(tmp_path), cfg_for(**CESM_CFG), "CESM2-WACCM", "historical", "r1i1p1f1", "tas", target)
     assert str(exc.value) == (
         f"{src}: variable 'tas' has units 'm s-1' that cannot be converted to K "
-        "(have dimensionality {'[length]': 1, '[time]': -1}).\n"
+        "(have dimensions [length] [time]^-1).\n"
         "Fix: fix the units attribute of 'tas' in this file (expected something convertible to K).")
     assert_nothing_written(target)
 

@@ -20,6 +20,7 @@ CONDA_NAMES: dict[str, tuple[str, ...]] = {
     "xarray_regrid": ("xarray-regrid",), "xesmf": ("xesmf",), "esmpy": ("esmpy",), "torch": ("pytorch",),
     "scipy": ("scipy",), "tqdm": ("tqdm",), "scoringrules": ("scoringrules",),
     "matplotlib": ("matplotlib", "matplotlib-base"), "yaml": ("pyyaml",), "jsonschema": ("jsonschema",), "pint": ("pint",),
+    "threadpoolctl": ("threadpoolctl",), "opt_einsum": ("opt_einsum", "opt-einsum"),
 }
 
 #: env -> the aid modules its rules run (globs; modules not written yet are skipped).
