@@ -83,6 +83,16 @@ def main() -> int:
         print(f"pipeline failed (rc={proc.returncode}); log in bench/out/pipeline.log", file=sys.stderr)
         return proc.returncode
 
+    # The report is part of README command 1 (scripts/demo.sh): time it too.
+    t1 = time.perf_counter()
+    rep = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/config.yaml",
+                          *args.configfile, "--config", f"output_dir={out_dir}", "--report", str(out_dir / "report.html")],
+                         cwd=ROOT, capture_output=True, text=True)
+    report_wall = time.perf_counter() - t1
+    if rep.returncode != 0:
+        print(rep.stderr[-4000:], file=sys.stderr)
+        return rep.returncode
+
     per_rule: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "wall_s_sum": 0.0, "max_rss_mb": 0.0})
     for tsv in sorted((out_dir / "benchmarks").rglob("*.tsv")):
         rel = tsv.relative_to(out_dir / "benchmarks")
@@ -99,11 +109,13 @@ def main() -> int:
         "command": " ".join(cmd[2:]),
         "machine": machine_info(),
         "end_to_end_wall_s": round(wall, 1),
+        "report_wall_s": round(report_wall, 1),
+        "pipeline_plus_report_wall_s": round(wall + report_wall, 1),
         **parse_time_v(proc.stderr),
         "per_rule": {k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.items()} for k, v in per_rule.items()},
         "goal_end_to_end_s": 600,
     }
-    result["goal_met"] = result["end_to_end_wall_s"] <= 600
+    result["goal_met"] = result["pipeline_plus_report_wall_s"] <= 600
     Path(ROOT / args.json).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0
