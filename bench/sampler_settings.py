@@ -6,7 +6,7 @@ Why this exists beside ``bench/sampler.py``: that bench tunes the sampler for a 
 hourly UK t2m; the default pipeline trains a six-variable model on daily fields for 1500 steps,
 and a few-step sampler that suits one network need not suit the other (measured: 5 steps from
 sigma_max 20 doubled this checkpoint's member MAE). This scores (steps, sigma_max, rho) settings
-on every ``--every``-th day of the held-out year of a finished default run (``bench/pipeline.py``
+(fair CRPS, MAE, spread; IPSL-AID's sampler included) on every ``--every``-th day of the held-out year of a finished default run (``bench/pipeline.py``
 writes one), 3 samples each, against the run's own 0.25 deg ERA5-derived reference. Output:
 ``bench/out/sampler_settings.json`` (also printed).
 """
@@ -24,8 +24,9 @@ import torch
 import xarray as xr
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = [(5, 20.0, 4.0), (6, 80.0, 7.0), (12, 80.0, 7.0), (20, 80.0, 7.0), (6, 10.0, 7.0), (8, 10.0, 7.0),
-            (8, 5.0, 7.0), (5, 2.0, 7.0), (6, 2.0, 7.0), (8, 2.0, 7.0), (6, 3.0, 7.0)]
+#: (steps, sigma_max, rho, S_churn); the first is IPSL-AID's sampler (10 steps, maximal churn, 19 evaluations).
+SETTINGS = [(10, 80.0, 7.0, 100.0), (5, 20.0, 4.0, 0.0), (6, 80.0, 7.0, 0.0), (12, 80.0, 7.0, 0.0), (20, 80.0, 7.0, 0.0),
+            (8, 5.0, 7.0, 0.0), (6, 2.0, 7.0, 0.0), (8, 2.0, 7.0, 0.0), (6, 2.0, 4.0, 0.0), (8, 2.0, 4.0, 0.0)]
 log = logging.getLogger("bench.sampler_settings")
 
 
@@ -49,18 +50,24 @@ def main() -> int:
     f = fine.sel(time=c.time)
     res: dict = {"checkpoint_sha256": dl.checkpoint_sha256, "year": args.year, "days": int(c.sizes["time"]),
                  "samples": 3, "trials": []}
-    for steps, sigma_max, rho in SETTINGS:
+    import scoringrules as sr
+
+    for steps, sigma_max, rho, churn in SETTINGS:
         t0 = time.perf_counter()
-        out = dl.sample(c, samples=[1, 2, 3], seed=1, steps=steps, rho=rho, sigma_max=sigma_max)
+        out = dl.sample(c, samples=[1, 2, 3], seed=1, steps=steps, rho=rho, sigma_max=sigma_max, churn=churn)
         trial = {"steps": steps, "network_evaluations": 2 * steps - 1, "sigma_max": sigma_max, "rho": rho,
-                 "seconds": round(time.perf_counter() - t0, 2)}
+                 "churn": churn, "seconds": round(time.perf_counter() - t0, 2)}
         for v in dl.variables:
             truth, ens = f[v].values, out[v].values
-            trial[v] = {"ensemble_mean_mae": float(np.abs(ens.mean(0) - truth).mean()),
+            crps = sr.crps_ensemble(truth, np.moveaxis(ens, 0, -1), estimator="fair")
+            trial[v] = {"crps_fair": float(np.mean(crps)),
+                        "ensemble_mean_mae": float(np.abs(ens.mean(0) - truth).mean()),
                         "member_mae": float(np.abs(ens - truth[None]).mean()),
                         "spread": float(ens.std(0, ddof=1).mean())}
-        log.info("steps %d sigma_max %g rho %g: tas ensemble-mean MAE %.3f, member MAE %.3f", steps, sigma_max, rho,
-                 trial["tas"]["ensemble_mean_mae"], trial["tas"]["member_mae"])
+        log.info("steps %d sigma_max %g rho %g churn %g: tas CRPS %.3f, ensemble-mean MAE %.3f, member MAE %.3f; "
+                 "pr CRPS %.3f", steps, sigma_max, rho, churn, trial["tas"]["crps_fair"],
+                 trial["tas"]["ensemble_mean_mae"], trial["tas"]["member_mae"], trial["pr"]["crps_fair"] if "pr" in trial
+                 else float("nan"))
         res["trials"].append(trial)
     text = json.dumps(res, indent=2)
     Path(ROOT / args.out).write_text(text + "\n")
