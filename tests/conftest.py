@@ -39,3 +39,11 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     seconds = time.perf_counter() - t0
     log.info("demo archive built in %.1f s", seconds)
     return root
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """One run of the real workflow on tests/data/tiny.yaml per session (tests/workflow_run.py)."""
+    from workflow_run import run_pipeline
+
+    return run_pipeline(tmp_path_factory.mktemp("run") / "results")

@@ -20,7 +20,7 @@ import pytest
 import xarray as xr
 
 from aid import naming
-from test_workflow import ROOT, TINY, pipeline, snakemake, tiny_config  # noqa: F401  (fixture)
+from workflow_run import ROOT, TINY, snakemake, tiny_config
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.xdist_group("pipeline")]  # shares test_workflow's run
 

@@ -8,60 +8,24 @@ evaluation, exactly as `bash scripts/demo.sh` does, only smaller.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-import yaml
 
 from aid import naming
-from aid.config import deep_update, resolve_placeholders, validate
+from workflow_run import snakemake  # the `pipeline` fixture is in conftest.py
 
 # The full tiny pipeline (minutes). One xdist group: every test here and in test_faults.py shares one
 # session run, so `pytest -n 2 --dist loadgroup` keeps them on one worker.
 pytestmark = [pytest.mark.pipeline, pytest.mark.xdist_group("pipeline")]
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "data" / "tiny.yaml"
 CORDEX = re.compile(
     r"^(?P<var>[a-zA-Z]+)_(?P<domain>[A-Za-z0-9-]+)_(?P<source>[A-Za-z0-9-]+)_(?P<exp>[A-Za-z0-9-]+)_"
     r"(?P<member>r\d+i\d+p\d+f\d+)_(?P<inst>[A-Za-z0-9-]+)_(?P<model>aid|aid-bicubic)_(?P<ver>v\d+)-r(?P<sample>\d+)_day_"
     r"(?P<start>\d{8})-(?P<end>\d{8})\.nc$"
 )
-
-
-def snakemake(out: Path, *extra: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable, "-m", "snakemake", "--cores", "2",
-        "--configfile", str(ROOT / "config/config.yaml"), str(TINY),
-        "--config", f"output_dir={out}", *extra,
-    ]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, **kw)
-    if check and res.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}")
-    return res
-
-
-def tiny_config(out: Path) -> dict:
-    base = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    cfg = deep_update(base, yaml.safe_load(TINY.read_text()))
-    cfg["output_dir"] = str(out)
-    return resolve_placeholders(validate(cfg))
-
-
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("run") / "results"
-    snakemake(out)
-    return out, tiny_config(out)
 
 
 def test_deliverables_names_dims_attrs(pipeline) -> None:
