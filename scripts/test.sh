@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
-# --dist loadgroup: the pipeline tests share one workflow run on one worker (xdist_group "pipeline").
-python -m pytest -n "${AID_TEST_WORKERS:-2}" --dist loadgroup -m "not slow" --durations=15 "$@"
+# The pipeline tests share one workflow run across workers (tests/conftest.py `pipeline`, file lock).
+python -m pytest -n "${AID_TEST_WORKERS:-2}" -m "not slow" --durations=15 "$@"

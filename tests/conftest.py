@@ -42,8 +42,23 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    """One run of the real workflow on tests/data/tiny.yaml per session (tests/workflow_run.py)."""
-    from workflow_run import run_pipeline
+def pipeline(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
+    """One run of the real workflow on tests/data/tiny.yaml per test session (tests/workflow_run.py).
 
-    return run_pipeline(tmp_path_factory.mktemp("run") / "results")
+    Under pytest-xdist every worker has its own session, so the run goes to the base temp folder
+    the workers share and a file lock makes the first worker run it while the other waits (the
+    pattern pytest-xdist documents for once-only session fixtures). Tests only read it, or re-run
+    one job into it bit-identically (atomic renames).
+    """
+    from filelock import FileLock
+    from workflow_run import run_pipeline, tiny_config
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if worker_id != "master" else base
+    out = root / "tiny-run" / "results"
+    done = root / "tiny-run" / "done"
+    with FileLock(str(root / "tiny-run.lock")):
+        if not done.exists():
+            run_pipeline(out)
+            done.touch()
+    return out, tiny_config(out)

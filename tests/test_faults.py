@@ -22,7 +22,7 @@ import xarray as xr
 from aid import naming
 from workflow_run import ROOT, TINY, snakemake, tiny_config
 
-pytestmark = [pytest.mark.pipeline, pytest.mark.xdist_group("pipeline")]  # shares test_workflow's run
+pytestmark = pytest.mark.pipeline  # shares test_workflow's run (conftest.py `pipeline`)
 
 DOWNSTREAM = ("downscale", "baseline", "checks", "indices", "evaluation", "targets")
 

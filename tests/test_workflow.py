@@ -17,9 +17,9 @@ import xarray as xr
 from aid import naming
 from workflow_run import snakemake  # the `pipeline` fixture is in conftest.py
 
-# The full tiny pipeline (minutes). One xdist group: every test here and in test_faults.py shares one
-# session run, so `pytest -n 2 --dist loadgroup` keeps them on one worker.
-pytestmark = [pytest.mark.pipeline, pytest.mark.xdist_group("pipeline")]
+# The full tiny pipeline (minutes): every test here and in test_faults.py shares one run (the
+# `pipeline` fixture in conftest.py runs it once, across xdist workers too).
+pytestmark = pytest.mark.pipeline
 
 CORDEX = re.compile(
     r"^(?P<var>[a-zA-Z]+)_(?P<domain>[A-Za-z0-9-]+)_(?P<source>[A-Za-z0-9-]+)_(?P<exp>[A-Za-z0-9-]+)_"
