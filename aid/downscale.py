@@ -340,6 +340,19 @@ def _stream(
 # ----------------------------------------------------------------------------------------------
 # Jobs
 # ----------------------------------------------------------------------------------------------
+def sampler_settings(dcfg: Mapping[str, Any], checkpoint_sigma_max: float) -> dict[str, Any]:
+    """Heun sampler settings of config ``downscale``: steps, churn, rho, sigma_max (in that order).
+
+    The starting noise level is the checkpoint's (EDM's 80) unless config overrides it; with few
+    steps a lower start spends them where the residual's detail is (bench/sampler_settings.py).
+    One function so the downscale jobs and the benchmarks read the same defaults.
+    """
+    sigma = dcfg.get("sigma_max")
+    return {"steps": int(dcfg.get("steps", 6)), "churn": float(dcfg.get("churn", 0.0)),
+            "rho": float(dcfg.get("rho", 7.0)),
+            "sigma_max": float(sigma) if sigma is not None else float(checkpoint_sigma_max)}
+
+
 def downscale_year(
     config: Mapping[str, Any],
     coarse_paths: Sequence[str | os.PathLike[str]],
@@ -389,11 +402,8 @@ def downscale_year(
         )
     coarse = open_coarse(coarse_paths, list(dl.variables), year)
     samples = sorted({s for _, s in targets})
-    seed, steps = int(dcfg.get("seed", 0)), int(dcfg.get("steps", 6))
-    churn, rho = float(dcfg.get("churn", 0.0)), float(dcfg.get("rho", 7.0))
-    # The starting noise level: the checkpoint's (EDM's 80) unless config overrides it; with few
-    # steps a lower start spends them where the residual's detail is (bench/sampler.py sweep).
-    sigma_max = float(dcfg["sigma_max"]) if dcfg.get("sigma_max") is not None else float(dl.sigma_max)
+    seed = int(dcfg.get("seed", 0))
+    steps, churn, rho, sigma_max = sampler_settings(dcfg, dl.sigma_max).values()
     log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, %d days in "
              "batches of %d", source, experiment, member, year, samples, seed, steps, churn, rho, sigma_max,
              len(coarse.days),

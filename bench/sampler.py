@@ -165,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     from aid.model.api import Downscaler
     from aid.model.precond import EDMDenoiser
     from aid.model.sampler import CPU_MICRO_BATCH
+    from aid.downscale import sampler_settings
     from aid.model.unet import build_unet, count_params
 
     torch.set_num_threads(args.threads)
     t_start = time.monotonic()
     dcfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["downscale"]
-    d_steps, d_churn, d_rho = int(dcfg["steps"]), float(dcfg["churn"]), float(dcfg["rho"])
     coarse, truth, _ = load_uk()
     nt = coarse.sizes["time"]
     samples = list(range(1, args.members + 1))
@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     cond_ch = c + dl.static.shape[0]
     h, w = len(dl.lat), len(dl.lon)
     sigma_ckpt = dl.sigma_max
-    # The pipeline's default sampler starts from config downscale.sigma_max when set.
-    d_sigma = float(dcfg["sigma_max"]) if dcfg.get("sigma_max") is not None else sigma_ckpt
+    # The pipeline's own reading of config downscale (sigma_max falls back to the checkpoint's).
+    d_steps, d_churn, d_rho, d_sigma = sampler_settings(dcfg, sigma_ckpt).values()
 
     res: dict = {
         "device": {"kind": "cpu", "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
