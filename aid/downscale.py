@@ -340,17 +340,20 @@ def _stream(
 # ----------------------------------------------------------------------------------------------
 # Jobs
 # ----------------------------------------------------------------------------------------------
-def sampler_settings(dcfg: Mapping[str, Any], checkpoint_sigma_max: float) -> dict[str, Any]:
-    """Heun sampler settings of config ``downscale``: steps, churn, rho, sigma_max (in that order).
+def sampler_settings(dcfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Heun sampler settings: steps, churn, rho, sigma_max (in that order).
 
-    The starting noise level is the checkpoint's (EDM's 80) unless config overrides it; with few
-    steps a lower start spends them where the residual's detail is (bench/sampler_settings.py).
-    One function so the downscale jobs and the benchmarks read the same defaults.
+    Config ``downscale`` keys that are set win; null or absent ones take the checkpoint's
+    ``defaults`` (:attr:`aid.model.api.Downscaler.sampler_defaults`: the settings chosen on
+    validation fields at the end of training, see :mod:`aid.model.tune`). One function so the
+    downscale jobs and the benchmarks read the same settings.
     """
-    sigma = dcfg.get("sigma_max")
-    return {"steps": int(dcfg.get("steps", 6)), "churn": float(dcfg.get("churn", 0.0)),
-            "rho": float(dcfg.get("rho", 7.0)),
-            "sigma_max": float(sigma) if sigma is not None else float(checkpoint_sigma_max)}
+    def pick(key: str) -> Any:
+        v = dcfg.get(key)
+        return defaults[key] if v is None else v
+
+    return {"steps": int(pick("steps")), "churn": float(pick("churn")), "rho": float(pick("rho")),
+            "sigma_max": float(pick("sigma_max"))}
 
 
 def downscale_year(
@@ -403,7 +406,7 @@ def downscale_year(
     coarse = open_coarse(coarse_paths, list(dl.variables), year)
     samples = sorted({s for _, s in targets})
     seed = int(dcfg.get("seed", 0))
-    steps, churn, rho, sigma_max = sampler_settings(dcfg, dl.sigma_max).values()
+    steps, churn, rho, sigma_max = sampler_settings(dcfg, dl.sampler_defaults).values()
     log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, %d days in "
              "batches of %d", source, experiment, member, year, samples, seed, steps, churn, rho, sigma_max,
              len(coarse.days),

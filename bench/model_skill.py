@@ -43,6 +43,8 @@ WEIGHT_DECAY = 0.05
 COND_NOISE = 0.2
 DROPOUT = 0.3
 USE_DOY = 0
+PRIOR_HALF_WIDTH = 2
+PRIOR_MODE = "condition"
 log = logging.getLogger("bench.model_skill")
 
 
@@ -62,14 +64,15 @@ def bilinear(coarse: np.ndarray, clat: np.ndarray, clon: np.ndarray, flat: np.nd
     return np.einsum("ij,tjk,lk->til", _linear_weights(clat, flat), coarse, _linear_weights(clon, flon))
 
 
-def config(size: str, steps: int, batch: int, lr: float, seed: int, extra: dict | None = None) -> dict:
+def config(size: str, steps: int, batch: int, lr: float, seed: int, extra: dict | None = None,
+           prior: dict | None = None) -> dict:
     return {
         "search": {"variables": ["tas"]},
         "domain": {"id": "UK-bench", "lat": [50.0, 57.75], "lon": [-10.0, 1.75]},
         "grid": {"coarse_resolution": 2.0, "fine_resolution": 0.25},
         "regrid": {"method": "conservative", "backend": "xarray-regrid"},
         "model": {
-            "size": size, "upsample": "bicubic", "pr_transform": "log1p", "lat_weighting": True,
+            "size": size, "upsample": "bicubic", "pr_transform": "log1p", "lat_weighting": True, "prior": prior,
             "train": {"years": [2019, 2019], "steps": steps, "batch_size": batch, "lr": lr, "lr_schedule": "cosine",
                       "warmup_steps": 100, "ema_decay": 0.999, "grad_clip": 1.0, "seed": seed, **(extra or {})},
         },
@@ -98,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dropout", type=float, default=DROPOUT, help="override the size preset's dropout")
     ap.add_argument("--use-doy", type=int, choices=[0, 1], default=USE_DOY,
                     help="1: day-of-year sin/cos in the embedding; 0: hour only (one month of training data)")
+    ap.add_argument("--prior-half-width", type=int, default=PRIOR_HALF_WIDTH,
+                    help="linear residual prior stencil half-width in coarse cells (-1 = no prior)")
+    ap.add_argument("--prior-mode", default=PRIOR_MODE, choices=["condition", "offset"])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
              "use_doy": bool(args.use_doy)}
     if args.dropout is not None:
         extra["dropout"] = args.dropout
-    cfg = config(args.size, args.steps, args.batch, args.lr, args.seed, extra)
+    prior = None if args.prior_half_width < 0 else {"half_width": args.prior_half_width, "mode": args.prior_mode}
+    cfg = config(args.size, args.steps, args.batch, args.lr, args.seed, extra, prior)
     ds = xr.open_dataset(DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", backend_kwargs={"indexpath": ""})
     ds = normalise_coords(ds[["t2m"]].drop_vars(["valid_time", "number", "step", "surface"], errors="ignore"))
     ds = ds.rename(t2m="tas")
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="model_skill_", dir=OUT))
         write_netcdf(fine.isel(time=train_t), tmp / "fine_tas.nc")
         write_netcdf(coarse.isel(time=train_t), tmp / "coarse_tas.nc")
-        ckpt = OUT / f"model_skill_{args.size}.pt"
+        ckpt = Path(args.out).with_suffix(".pt")
         t0 = time.monotonic()
         train_from_config(cfg, [tmp / "fine_tas.nc"], [tmp / "coarse_tas.nc"], DATA / "era5-static-z-lsm-global.nc",
                           ckpt, threads=args.threads, val_fraction=args.val_fraction,

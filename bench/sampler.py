@@ -10,7 +10,9 @@ configurations run end to end through :meth:`aid.model.api.Downscaler.sample` on
     steps at maximal churn (gamma = sqrt(2) - 1 at every step) = 19 network evaluations, fp32, members
     one at a time (batch 1: the CPU micro-batch is set to 1 for this run, so no padding rows are computed).
 (b) aid default: the ``default`` preset (~1 M parameters; the trained checkpoint of bench/model_skill.py),
-    steps / churn / rho from ``config/config.yaml`` ``downscale``, members and days batched, inference_mode.
+    sampler settings as the downscale jobs read them (:func:`aid.downscale.sampler_settings`: config
+    ``downscale`` keys left null take the checkpoint's own setting, chosen on its validation fields at the
+    end of training by :mod:`aid.model.tune`), members and days batched, inference_mode.
 
 Throughput: members per second and seconds per 0.25 deg member-day (one member of one daily field of the
 domain; the test fields are hourly, but each is one field the size of a day's field). FLOPs per network
@@ -145,7 +147,7 @@ def scores(ens: xr.Dataset, truth: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default=str(OUT / "model_skill_default.pt"),
+    ap.add_argument("--checkpoint", default=str(OUT / "model_skill.pt"),
                     help="trained default-size checkpoint (bench/model_skill.py writes it)")
     # 1 thread: the machine's 2 cores are shared; see bench/model_skill.py.
     ap.add_argument("--threads", type=int, default=1)
@@ -177,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
     dl = Downscaler.load(args.checkpoint, device="cpu")
     c = len(dl.variables)
-    cond_ch = c + dl.static.shape[0]
+    cond_ch = dl.den.net.conv_in.in_channels - c  # coarse (+ prior) + static channels
     h, w = len(dl.lat), len(dl.lon)
     sigma_ckpt = dl.sigma_max
     # The pipeline's own reading of config downscale (sigma_max falls back to the checkpoint's).
-    d_steps, d_churn, d_rho, d_sigma = sampler_settings(dcfg, sigma_ckpt).values()
+    d_steps, d_churn, d_rho, d_sigma = sampler_settings(dcfg, dl.sampler_defaults).values()
 
     res: dict = {
         "device": {"kind": "cpu", "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),

@@ -5,7 +5,8 @@
 Why this exists beside ``bench/sampler.py``: that bench tunes the sampler for a model trained on
 hourly UK t2m; the default pipeline trains a six-variable model on daily fields for 1500 steps,
 and a few-step sampler that suits one network need not suit the other (measured: 5 steps from
-sigma_max 20 doubled this checkpoint's member MAE). This scores (steps, sigma_max, rho) settings
+sigma_max 20 doubled this checkpoint's member MAE). This scores the checkpoint's own default (tuned
+at the end of training, aid/model/tune.py) and other (steps, sigma_max, rho) settings
 (fair CRPS, MAE, spread; IPSL-AID's sampler included) on every ``--every``-th day of the held-out year of a finished default run (``bench/pipeline.py``
 writes one), 3 samples each, against the run's own 0.25 deg ERA5-derived reference. Output:
 ``bench/out/sampler_settings.json`` (also printed).
@@ -52,10 +53,14 @@ def main() -> int:
                  "samples": 3, "trials": []}
     import scoringrules as sr
 
-    for steps, sigma_max, rho, churn in SETTINGS:
+    tuned = dl.sampler_defaults  # chosen at the end of training (aid.model.tune); the downscale default
+    res["checkpoint_default"] = tuned
+    settings = [(tuned["steps"], tuned["sigma_max"], tuned["rho"], tuned["churn"])] + [
+        s for s in SETTINGS if s != (tuned["steps"], tuned["sigma_max"], tuned["rho"], tuned["churn"])]
+    for steps, sigma_max, rho, churn in settings:
         t0 = time.perf_counter()
         out = dl.sample(c, samples=[1, 2, 3], seed=1, steps=steps, rho=rho, sigma_max=sigma_max, churn=churn)
-        trial = {"steps": steps, "network_evaluations": 2 * steps - 1, "sigma_max": sigma_max, "rho": rho,
+        trial = {"checkpoint_default": (steps, sigma_max, rho, churn) == settings[0], "steps": steps, "network_evaluations": 2 * steps - 1, "sigma_max": sigma_max, "rho": rho,
                  "churn": churn, "seconds": round(time.perf_counter() - t0, 2)}
         for v in dl.variables:
             truth, ens = f[v].values, out[v].values

@@ -66,7 +66,8 @@ def test_deliverables_of_the_diffusion_job(case, checkpoint, downscaled, baselin
     assert {int(CORDEX.match(p.name)["sample"]) for p in downscaled.values()} == set(range(1, n + 1))
     from aid.model.checkpoint import load_checkpoint
 
-    sha = load_checkpoint(checkpoint)[1]  # the checkpoint's verified content hash
+    content, sha = load_checkpoint(checkpoint)  # sha: the checkpoint's verified content hash
+    tuned = content["sampler"]  # chosen on validation fields at the end of training
     ids = set()
     for (var, s), p in downscaled.items():
         m = CORDEX.match(p.name)
@@ -80,7 +81,7 @@ def test_deliverables_of_the_diffusion_job(case, checkpoint, downscaled, baselin
         assert a["source_id"] == "aid" and a["version_realization"] == f"v1-r{s}" and a["aid_sample"] == str(s)
         assert a["aid_checkpoint_sha256"] == sha
         assert (a["aid_sampler_seed"], a["aid_sampler_steps"], a["aid_sampler_churn"], a["aid_sampler_rho"]) == (
-            str(cfg["downscale"]["seed"]), "1", "0.0", "7.0")
+            str(cfg["downscale"]["seed"]), "1", str(tuned["churn"]), str(tuned["rho"]))  # steps set in config
         assert a["aid_device"] == "cpu" and "QDM" in a["bias_adjustment"]
         ids.add(a["tracking_id"])
     assert len(ids) == len(downscaled)  # one identifier per file

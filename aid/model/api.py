@@ -23,8 +23,10 @@ from aid.model import transforms
 from aid.model.checkpoint import load_checkpoint
 from aid.model.data import date_keys, time_features, upsampled
 from aid.model.precond import EDMDenoiser
+from aid.model.prior import RidgePrior
 from aid.model.sampler import CPU_MICRO_BATCH, chunked, heun_sample, member_seed
 from aid.model.tiling import tiled_apply
+from aid.model.tune import FALLBACK
 from aid.model.unet import UNet
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,13 @@ class Downscaler:
         self.land_sea_mask = content["land_sea_mask"].numpy()
         self.patch = int(content["patch"])
         self.periodic_lon = abs(len(self.lon) * 0.25 - 360.0) < 1e-6
+        #: default sampler settings: tuned at the end of training (aid.model.tune), else the fallback
+        tuned = content.get("sampler") or {}
+        self.sampler_defaults: dict[str, Any] = {
+            "steps": int(tuned.get("steps", FALLBACK["steps"])), "churn": float(tuned.get("churn", FALLBACK["churn"])),
+            "rho": float(tuned.get("rho", FALLBACK["rho"])), "sigma_max": float(tuned.get("sigma_max", self.sigma_max))}
+        #: linear residual prior (aid.model.prior), None for checkpoints trained without one
+        self.prior = RidgePrior.from_content(content.get("prior") or {})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "auto",
@@ -151,6 +160,59 @@ class Downscaler:
 
         return fn
 
+    def sample_normalised(
+        self,
+        cond: np.ndarray,
+        tfeat: np.ndarray,
+        keys: Sequence[str],
+        samples: Sequence[int],
+        seed: int,
+        steps: int,
+        churn: float = 0.0,
+        rho: float = 7.0,
+        max_batch: int = 256,
+        progress: bool = False,
+        sigma_max: float | None = None,
+    ) -> np.ndarray:
+        """Sampled residuals in normalised units, (sample, time, C, H, W) float64.
+
+        ``cond`` is the normalised conditioning without the static channels (upsampled coarse,
+        then the prior's channels when the checkpoint has a prior), ``keys`` the date keys of the
+        member seeds. :meth:`sample` builds these from a coarse dataset; training's sampler tuning
+        calls this directly on its validation fields.
+        """
+        samples = [int(s) for s in samples]
+        nt, _, h, w = cond.shape
+        c = len(self.variables)
+        ns = len(samples)
+        res = np.empty((ns, nt, c, h, w), dtype=np.float64)
+        days_per_batch = max(1, max_batch // max(ns, 1))
+        cuda = self.device.startswith("cuda")
+        overlap = max(2, self.patch // 4)
+        static = self.static.to(self.device)
+        with torch.inference_mode(), _deterministic(not cuda), (
+            torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        ):
+            for d0 in range(0, nt, days_per_batch):
+                days = range(d0, min(nt, d0 + days_per_batch))
+                rows = [(d, s) for d in days for s in samples]
+                gens = [torch.Generator().manual_seed(member_seed(seed, s, keys[d])) for d, s in rows]
+                di = torch.tensor([d for d, _ in rows])
+                cb = torch.from_numpy(np.ascontiguousarray(cond, dtype=np.float32))[di].to(self.device)
+                # the static channels joined once per batch (not once per network evaluation)
+                cb = torch.cat([cb, static[None].expand(cb.shape[0], -1, -1, -1)], dim=1)
+                tb = torch.from_numpy(np.ascontiguousarray(tfeat, dtype=np.float32))[di].to(self.device)
+
+                def denoise(x: torch.Tensor, sigma: torch.Tensor, cb: torch.Tensor = cb, tb: torch.Tensor = tb) -> torch.Tensor:
+                    fn = self._denoise_fn(sigma, tb)
+                    return tiled_apply(fn, x, cb, (self.patch, self.patch), overlap, self.periodic_lon)
+
+                r = heun_sample(denoise, gens, (c, h, w), steps, self.sigma_min, sigma_max or self.sigma_max, rho, churn,
+                                device=self.device, progress=progress).float().cpu().numpy()
+                for k, (d, s) in enumerate(rows):
+                    res[samples.index(s), d] = r[k]
+        return res
+
     def sample(
         self,
         coarse: xr.Dataset,
@@ -184,35 +246,16 @@ class Downscaler:
         up_t = transforms.forward_stack(self.variables, up, self.pr_transform)
         cond = ((up_t - self.mean[None, :, None, None]) / self.std[None, :, None, None]).astype(np.float32)
         tfeat = time_features(times)
-        keys = date_keys(times)
-        nt, c, h, w = up_t.shape
-        ns = len(samples)
-        res = np.empty((ns, nt, c, h, w), dtype=np.float64)
-        days_per_batch = max(1, max_batch // max(ns, 1))
-        cuda = self.device.startswith("cuda")
-        overlap = max(2, self.patch // 4)
-        static = self.static.to(self.device)
-        with torch.inference_mode(), _deterministic(not cuda), (
-            torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-        ):
-            for d0 in range(0, nt, days_per_batch):
-                days = range(d0, min(nt, d0 + days_per_batch))
-                rows = [(d, s) for d in days for s in samples]
-                gens = [torch.Generator().manual_seed(member_seed(seed, s, keys[d])) for d, s in rows]
-                di = torch.tensor([d for d, _ in rows])
-                cb = torch.from_numpy(cond)[di].to(self.device)
-                # the static channels joined once per batch (not once per network evaluation)
-                cb = torch.cat([cb, static[None].expand(cb.shape[0], -1, -1, -1)], dim=1)
-                tb = torch.from_numpy(tfeat)[di].to(self.device)
-
-                def denoise(x: torch.Tensor, sigma: torch.Tensor, cb: torch.Tensor = cb, tb: torch.Tensor = tb) -> torch.Tensor:
-                    fn = self._denoise_fn(sigma, tb)
-                    return tiled_apply(fn, x, cb, (self.patch, self.patch), overlap, self.periodic_lon)
-
-                r = heun_sample(denoise, gens, (c, h, w), steps, self.sigma_min, sigma_max or self.sigma_max, rho, churn,
-                                device=self.device, progress=progress).float().cpu().numpy()
-                for k, (d, s) in enumerate(rows):
-                    res[samples.index(s), d] = up_t[d] + r[k].astype(np.float64) * self.std[:, None, None]
+        prior = self.prior.predict(cond, tfeat) if self.prior is not None else None
+        offset = prior if prior is not None and self.prior.mode == "offset" else None
+        if prior is not None:
+            cond = np.concatenate([cond, prior], axis=1)
+        r = self.sample_normalised(cond, tfeat, date_keys(times), samples, seed, steps, churn, rho, max_batch,
+                                   progress, sigma_max)
+        if offset is not None:
+            r = r + offset[None]
+        ns, nt, c, h, w = r.shape
+        res = up_t[None] + r * self.std[None, None, :, None, None]
         phys = transforms.inverse_stack(self.variables, res.reshape(ns * nt, c, h, w), self.pr_transform)
         phys = phys.reshape(ns, nt, c, h, w).astype(np.float32)
         out = xr.Dataset(coords={"sample": ("sample", np.asarray(samples, dtype=np.int32)), "time": coarse["time"],

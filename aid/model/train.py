@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from aid.errors import CheckpointError, ConfigError
+from aid.model import prior as residual_prior
 from aid.model import transforms
 from aid.model.checkpoint import load_checkpoint, save_checkpoint
 from aid.model.data import Pairs, load_pairs, static_channels, static_fields, time_features
@@ -42,6 +43,8 @@ SIGMA_MIN = 0.002
 SIGMA_MAX = 80.0
 #: Validation noise levels (fixed so the validation loss is comparable between runs).
 VAL_SIGMAS = (0.02, 0.1, 0.3, 1.0, 3.0)
+#: Validation fields scored when choosing the checkpoint's sampler settings (aid.model.tune).
+TUNE_FIELDS = 16
 
 
 @dataclass
@@ -49,8 +52,8 @@ class Prepared:
     """Normalised training tensors plus everything inference needs to rebuild them."""
 
     variables: list[str]
-    y: np.ndarray  # (N, C, H, W) float32 normalised residual
-    cond: np.ndarray  # (N, C, H, W) float32 normalised upsampled coarse
+    y: np.ndarray  # (N, C, H, W) float32 normalised residual (minus the prior in mode "offset")
+    cond: np.ndarray  # (N, C or 2C, H, W) float32 normalised upsampled coarse (+ cross-fitted prior)
     tfeat: np.ndarray  # (N, 4)
     static: np.ndarray  # (N_STATIC, H, W)
     mean: np.ndarray
@@ -61,27 +64,40 @@ class Prepared:
     orography: np.ndarray
     lsm: np.ndarray
     pr_transform: str
+    prior: residual_prior.RidgePrior | None = None
 
 
-def prepare(pairs: Pairs, orography: np.ndarray, lsm: np.ndarray, pr_transform: str) -> Prepared:
+def prepare(pairs: Pairs, orography: np.ndarray, lsm: np.ndarray, pr_transform: str,
+            prior: Mapping[str, Any] | None = None, ratio: int = 8, use_doy: bool = True) -> Prepared:
     """Transform, normalise with the fine field's per-channel stats, estimate sigma_data.
 
     sigma_data is the RMS of the normalised residual per channel (not 1: the residual is a small
     part of the field), floored at 0.01 so a channel without sub-grid detail stays well posed.
+    ``prior`` (:func:`aid.model.prior.settings`) fits the linear residual prior; its cross-fitted
+    predictions join the conditioning (and, in mode "offset", are taken off the target first).
     """
     f_t = transforms.forward_stack(pairs.variables, pairs.fine, pr_transform)
     u_t = transforms.forward_stack(pairs.variables, pairs.up, pr_transform)
     mean, std = transforms.channel_stats(f_t)
     cond = (u_t - mean[None, :, None, None]) / std[None, :, None, None]
     y = (f_t - u_t) / std[None, :, None, None]
+    tfeat = time_features(pairs.times)
+    fitted = None
+    if prior:
+        fitted, cv = residual_prior.fit(cond, tfeat, y, ratio, int(prior["half_width"]), use_doy,
+                                        str(prior.get("mode", "condition")))
+        if fitted.mode == "offset":
+            y = y - cv
+        cond = np.concatenate([cond, cv], axis=1)
     sigma_data = np.maximum(np.sqrt((y**2).mean(axis=(0, 2, 3))), 0.01)
     log.info("sigma_data per channel (normalised residual RMS): %s",
              ", ".join(f"{v}={s:.3f}" for v, s in zip(pairs.variables, sigma_data)))
     return Prepared(
         variables=list(pairs.variables), y=y.astype(np.float32), cond=cond.astype(np.float32),
-        tfeat=time_features(pairs.times), static=static_channels(orography, lsm, pairs.lat, pairs.lon),
+        tfeat=tfeat, static=static_channels(orography, lsm, pairs.lat, pairs.lon),
         mean=mean, std=std, sigma_data=sigma_data, lat=np.asarray(pairs.lat, dtype=float),
         lon=np.asarray(pairs.lon, dtype=float), orography=orography, lsm=lsm, pr_transform=pr_transform,
+        prior=fitted,
     )
 
 
@@ -103,7 +119,9 @@ def train_from_config(
     mcfg = cfg["model"]
     pairs = load_pairs(cfg, fine_paths, coarse_paths)
     orography, lsm = static_fields(static_path, pairs.lat, pairs.lon)
-    prep = prepare(pairs, orography, lsm, mcfg.get("pr_transform", "log1p"))
+    ratio = int(round(float(cfg["grid"]["coarse_resolution"]) / float(cfg["grid"]["fine_resolution"])))
+    prep = prepare(pairs, orography, lsm, mcfg.get("pr_transform", "log1p"), residual_prior.settings(mcfg), ratio,
+                   bool(mcfg.get("train", {}).get("use_doy", True)))
     return train_model(prep, cfg, checkpoint_out, threads=threads, time_limit_s=time_limit_s,
                        val_fraction=val_fraction)
 
@@ -180,7 +198,18 @@ def _content(prep: Prepared, cfg: Mapping[str, Any], size: str, kwargs: Mapping[
         "best_ema": dict(best["ema"]) if best else {},
         "best_step": int(best["step"]) if best else -1,
         "best_val": float(best["val"]) if best else float("nan"),
+        "prior": prep.prior.to_content() if prep.prior is not None else {},
     }
+
+
+def _tune(content: dict[str, Any], prep: Prepared, va: np.ndarray, out: Path) -> dict[str, Any]:
+    """Choose the checkpoint's default sampler settings on (up to 16 of) the validation fields."""
+    from aid.model.api import Downscaler
+    from aid.model.tune import tune_sampler
+
+    idx = va[np.unique(np.linspace(0, len(va) - 1, min(len(va), TUNE_FIELDS)).round().astype(int))]
+    dl = Downscaler(content, "(tuning)", out, device="cpu")
+    return tune_sampler(dl, prep.cond[idx], prep.tfeat[idx], [f"validation{i}" for i in idx], prep.y[idx])
 
 
 def _resume_mismatch(content: Mapping[str, Any], cfg: Mapping[str, Any], prep: Prepared) -> str:
@@ -264,7 +293,8 @@ def train_model(
     va = np.arange(n - n_val, n)
     dropout = tcfg.get("dropout")
     use_doy = bool(tcfg.get("use_doy", True))
-    net, kwargs = build_unet(size, c, c + prep.static.shape[0], dropout, use_doy)
+    n_cond = prep.cond.shape[1] + prep.static.shape[0]
+    net, kwargs = build_unet(size, c, n_cond, dropout, use_doy)
     patch = int(kwargs["patch"])
     # sigma_max: EDM's 80 (normalised units). Measured on the UK bench (same checkpoint, 12 Heun
     # steps): sigma_max 1.3 / 10 / 80 gave ensemble-mean MAE 0.61 / 0.55 / 0.55 x bicubic and
@@ -272,7 +302,7 @@ def train_model(
     # with an exact Gaussian denoiser few steps from a large sigma_max inflate the variance.
     sigma_max = float(SIGMA_MAX)
     den = EDMDenoiser(net, torch.tensor(prep.sigma_data, dtype=torch.float32)).to(device)
-    ema = EDMDenoiser(build_unet(size, c, c + prep.static.shape[0], dropout, use_doy)[0], den.sigma_data.cpu()).to(device)
+    ema = EDMDenoiser(build_unet(size, c, n_cond, dropout, use_doy)[0], den.sigma_data.cpu()).to(device)
     ema.load_state_dict(den.state_dict())
     ema.requires_grad_(False)
     ema.eval()  # never trained; validation must see it as inference does (no dropout)
@@ -448,6 +478,8 @@ def train_model(
                  if best else "")
         content = _content(prep, cfg, size, kwargs, net, ema.net, opt, final_step,
                            elapsed0 + time.monotonic() - t0, sigma_max, history, best)
+        if n_val and bool(mcfg.get("tune_sampler", True)):
+            content["sampler"] = _tune(content, prep, va, out)
         save_checkpoint(content, out)
         with contextlib.suppress(FileNotFoundError):
             last.unlink()
