@@ -44,7 +44,7 @@ COND_NOISE = 0.2
 DROPOUT = 0.3
 USE_DOY = 0
 PRIOR_HALF_WIDTH = 2
-PRIOR_MODE = "condition"
+PRIOR_MODE = "offset"
 log = logging.getLogger("bench.model_skill")
 
 
