@@ -84,6 +84,36 @@ def test_prior_halves_the_bicubic_error_on_unseen_days(march: dict) -> None:
     assert mae_prior < 0.62 * mae_bic, (mae_prior, mae_bic)
 
 
+def test_prior_does_not_extrapolate_outside_the_training_climate(march: dict) -> None:
+    """A coarse field far outside training (a scenario's extreme day) cannot push the linear prior past
+    the range of its own cross-fitted training predictions; in-range fields are predicted unchanged."""
+    cfg = march["cfg"]
+    pairs = load_pairs(cfg, [march["dir"] / "fine_tas.nc"], [march["dir"] / "coarse_tas.nc"])
+    prep = prepare(pairs, *static_fields(STATIC, pairs.lat, pairs.lon), "log1p")
+    fitted, cv = residual_prior.fit(prep.cond, prep.tfeat, prep.y, 8, 1, use_doy=False)
+    np.testing.assert_allclose(fitted.lo, cv.min(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(fitted.hi, cv.max(axis=(0, 2, 3)), rtol=1e-6)
+    unclipped = RidgePriorNoClip(fitted)
+    # in-range: the guard changes (almost) nothing on the training fields themselves
+    inside = fitted.predict(prep.cond, prep.tfeat)
+    assert np.mean(inside != unclipped.predict(prep.cond, prep.tfeat)) < 0.01
+    # a tilted, amplified field (+-6 std across the domain): the raw linear map leaves the range
+    w = prep.cond.shape[-1]
+    wild = (prep.cond[:8] * 6 + np.linspace(-6, 6, w, dtype=np.float32)[None, None, None, :]).astype(np.float32)
+    raw = unclipped.predict(wild, prep.tfeat[:8])
+    assert raw.max() > fitted.hi[0] or raw.min() < fitted.lo[0]
+    out = fitted.predict(wild, prep.tfeat[:8])
+    assert out.min() >= fitted.lo[0] - 1e-6 and out.max() <= fitted.hi[0] + 1e-6
+    # the bounds travel with the checkpoint content
+    again = residual_prior.RidgePrior.from_content(fitted.to_content())
+    np.testing.assert_allclose(again.predict(wild, prep.tfeat[:8]), out, atol=1e-6)
+
+
+def RidgePriorNoClip(p: residual_prior.RidgePrior) -> residual_prior.RidgePrior:  # noqa: N802
+    """The same fitted coefficients without the range guard (what checkpoints before it did)."""
+    return residual_prior.RidgePrior(p.half_width, p.ratio, p.use_doy, p.mode, p.coef, p.x_mean, p.y_mean, p.lam)
+
+
 def test_prior_penalty_grows_when_the_signal_is_noise() -> None:
     """Blocked CV picks the largest penalty for a pure-noise target and a small one for a linear signal."""
     rng = np.random.default_rng(0)
