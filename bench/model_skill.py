@@ -200,14 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     # has E|err|^2 = err_inf^2 + spread^2 / M, so a calibrated 10-member ensemble cannot have an
     # ensemble-mean RMSE below ~1.05x that of the best deterministic predictor it is centred on.
     prior_only = None
-    if dl.prior is not None:
-        from aid.model import transforms
-        from aid.model.data import time_features, upsampled
-
-        up_t = transforms.forward_stack(dl.variables, upsampled(c_test.load(), dl.lat, dl.lon, dl.variables,
-                                                                dl.upsample_method), dl.pr_transform)
-        cn = ((up_t - dl.mean[None, :, None, None]) / dl.std[None, :, None, None]).astype(np.float32)
-        pp = dl.prior.predict(cn, time_features(c_test.time.values))
+    up_t, _, _, pp = dl.conditioning(normalise_coords(c_test[dl.variables]))
+    if pp is not None:
         prior_only = (up_t + pp * dl.std[None, :, None, None])[:, 0].astype(np.float64)
     rmse_inf = float(np.sqrt(max(rmse(emean) ** 2 - spread**2 / m, 0.0)))
     res = {

@@ -213,6 +213,20 @@ class Downscaler:
                     res[samples.index(s), d] = r[k]
         return res
 
+    def conditioning(self, coarse: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(upsampled coarse in model space, its normalised form, time features, prior residual or None).
+
+        ``coarse`` is on the model grid with normalised coordinates and all :attr:`variables`; the
+        prior residual is in normalised units, as the network sees it. One place for what
+        :meth:`sample` conditions on, so diagnostics (bench/model_skill.py) score the same prior.
+        """
+        up = upsampled(coarse.load(), self.lat, self.lon, self.variables, self.upsample_method)
+        up_t = transforms.forward_stack(self.variables, up, self.pr_transform)
+        cond = ((up_t - self.mean[None, :, None, None]) / self.std[None, :, None, None]).astype(np.float32)
+        tfeat = time_features(coarse["time"].values)
+        prior = self.prior.predict(cond, tfeat) if self.prior is not None else None
+        return up_t, cond, tfeat, prior
+
     def sample(
         self,
         coarse: xr.Dataset,
@@ -242,11 +256,7 @@ class Downscaler:
         samples = [int(s) for s in samples]
         coarse = normalise_coords(coarse[self.variables])
         times = coarse["time"].values
-        up = upsampled(coarse.load(), self.lat, self.lon, self.variables, self.upsample_method)
-        up_t = transforms.forward_stack(self.variables, up, self.pr_transform)
-        cond = ((up_t - self.mean[None, :, None, None]) / self.std[None, :, None, None]).astype(np.float32)
-        tfeat = time_features(times)
-        prior = self.prior.predict(cond, tfeat) if self.prior is not None else None
+        up_t, cond, tfeat, prior = self.conditioning(coarse)
         offset = prior if prior is not None and self.prior.mode == "offset" else None
         if prior is not None:
             cond = np.concatenate([cond, prior], axis=1)
