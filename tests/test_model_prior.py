@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_prior_does_not_extrapolate_outside_the_training_climate(march: dict) ->
     fitted, cv = residual_prior.fit(prep.cond, prep.tfeat, prep.y, 8, 1, use_doy=False)
     np.testing.assert_allclose(fitted.lo, cv.min(axis=(0, 2, 3)), rtol=1e-6)
     np.testing.assert_allclose(fitted.hi, cv.max(axis=(0, 2, 3)), rtol=1e-6)
-    unclipped = RidgePriorNoClip(fitted)
+    unclipped = dataclasses.replace(fitted, lo=None, hi=None)  # what checkpoints before the guard did
     # in-range: the guard changes (almost) nothing on the training fields themselves
     inside = fitted.predict(prep.cond, prep.tfeat)
     assert np.mean(inside != unclipped.predict(prep.cond, prep.tfeat)) < 0.01
@@ -107,11 +108,6 @@ def test_prior_does_not_extrapolate_outside_the_training_climate(march: dict) ->
     # the bounds travel with the checkpoint content
     again = residual_prior.RidgePrior.from_content(fitted.to_content())
     np.testing.assert_allclose(again.predict(wild, prep.tfeat[:8]), out, atol=1e-6)
-
-
-def RidgePriorNoClip(p: residual_prior.RidgePrior) -> residual_prior.RidgePrior:  # noqa: N802
-    """The same fitted coefficients without the range guard (what checkpoints before it did)."""
-    return residual_prior.RidgePrior(p.half_width, p.ratio, p.use_doy, p.mode, p.coef, p.x_mean, p.y_mean, p.lam)
 
 
 def test_prior_penalty_grows_when_the_signal_is_noise() -> None:
