@@ -45,6 +45,7 @@ DROPOUT = 0.3
 USE_DOY = 0
 PRIOR_HALF_WIDTH = 2
 PRIOR_MODE = "offset"
+SIGMA_RELATIVE = 1
 log = logging.getLogger("bench.model_skill")
 
 
@@ -62,6 +63,37 @@ def _linear_weights(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def bilinear(coarse: np.ndarray, clat: np.ndarray, clon: np.ndarray, flat: np.ndarray, flon: np.ndarray) -> np.ndarray:
     return np.einsum("ij,tjk,lk->til", _linear_weights(clat, flat), coarse, _linear_weights(clon, flon))
+
+
+def reference_bicubic(coarse: np.ndarray, factor: int = 8, order: int = 3) -> np.ndarray:
+    """The issue's baseline: ``scipy.ndimage.zoom`` (cubic B-spline, ``order`` 3; corner-aligned grid).
+
+    Why a second bicubic: the issue quotes "bicubic over the whole month is 0.69 K" (the data
+    README: block-mean x8 of the 32 x 48 crop, bicubic 0.69 K, RMSE 0.95 K, bilinear 0.75 K). aid's
+    cell-centred Keys bicubic gives 0.58 K there, so it is not the baseline the issue measured; this
+    one reproduces the README's three numbers (:func:`readme_baselines`). It maps the first and last
+    coarse centres onto the first and last fine centres, i.e. it misplaces the coarse field by up to
+    3.5 fine cells at the domain edges, which is why it is the weaker baseline.
+    """
+    from scipy import ndimage
+
+    return np.stack([ndimage.zoom(c, factor, order=order, mode="nearest") for c in coarse])
+
+
+def readme_baselines(t2m_desc: np.ndarray) -> dict[str, float]:
+    """Whole-month MAE/RMSE of the reference interpolators as the data README measured them.
+
+    ``t2m_desc`` is the GRIB's (time, 33, 49) array as stored (latitude 58 -> 50 N, longitude 10 W ->
+    2 E); the README's 32 x 48 crop is its first 32 rows and 48 columns, block-mean coarsened x8.
+    """
+    fine = t2m_desc[:, :32, :48].astype(np.float64)
+    bm = fine.reshape(len(fine), 4, 8, 6, 8).mean(axis=(2, 4))
+    out = {}
+    for name, order in (("bicubic", 3), ("bilinear", 1)):
+        err = reference_bicubic(bm, 8, order) - fine
+        out[f"{name}_mae_K"] = float(np.abs(err).mean())
+        out[f"{name}_rmse_K"] = float(np.sqrt((err**2).mean()))
+    return out
 
 
 def config(size: str, steps: int, batch: int, lr: float, seed: int, extra: dict | None = None,
@@ -104,12 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior-half-width", type=int, default=PRIOR_HALF_WIDTH,
                     help="linear residual prior stencil half-width in coarse cells (-1 = no prior)")
     ap.add_argument("--prior-mode", default=PRIOR_MODE, choices=["condition", "offset"])
+    ap.add_argument("--p-mean", type=float, default=None, help="override the training ln(sigma) mean (EDM -1.2)")
+    ap.add_argument("--sigma-relative", type=int, choices=[0, 1], default=SIGMA_RELATIVE,
+                    help="1: residual channels scaled to sigma_data 0.5, EDM's scale (model.train.sigma_relative)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="last part of the training hours held out for early stopping (best-validation EMA weights)")
-    ap.add_argument("--sigma-max", type=float, default=None, help="override the checkpoint's sampling sigma_max")
+    # Default: EDM's sigma_max 80 in normalised units, i.e. 80 / res_scale in the model units of a
+    # sigma_relative checkpoint (230 here): the same start relative to the data as the schedule
+    # these sampler settings were chosen with. Measured on the sigma_relative checkpoint: starting
+    # from 80 model units gives spread-skill 0.78 (rank ratio 1.48), from 230 0.88 (1.25).
+    ap.add_argument("--sigma-max", type=float, default=None, help="override the sampling sigma_max (model units)")
     # S_churn 30 (gamma capped at sqrt(2)-1 per step): measured on this bench it raises the spread-skill
     # ratio 0.52 -> 0.56, the rank-histogram ratio 3.0 -> 2.6 and the top-wavenumber power 0.69 -> 0.77.
     ap.add_argument("--churn", type=float, default=30.0, help="S_churn of the Heun sampler (0 = ODE)")
@@ -139,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     extra = {"crop": args.crop, "weight_decay": args.weight_decay, "cond_noise": args.cond_noise,
-             "use_doy": bool(args.use_doy)}
+             "use_doy": bool(args.use_doy), "sigma_relative": bool(args.sigma_relative)}
     if args.dropout is not None:
         extra["dropout"] = args.dropout
+    if args.p_mean is not None:
+        extra["p_mean"] = args.p_mean
     prior = None if args.prior_half_width < 0 else {"half_width": args.prior_half_width, "mode": args.prior_mode}
     cfg = config(args.size, args.steps, args.batch, args.lr, args.seed, extra, prior)
     ds = xr.open_dataset(DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", backend_kwargs={"indexpath": ""})
+    readme = readme_baselines(ds.t2m.values)
     ds = normalise_coords(ds[["t2m"]].drop_vars(["valid_time", "number", "step", "surface"], errors="ignore"))
     ds = ds.rename(t2m="tas")
     ds["tas"].attrs["units"] = "K"
@@ -171,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     dl = Downscaler.load(ckpt, device="cpu")
+    if args.sigma_max is None:
+        args.sigma_max = float(80.0 / dl.res_scale[0])
     c_test = coarse.isel(time=test_t)
     truth = fine.tas.isel(time=test_t).values.astype(np.float64)
     t0 = time.monotonic()
@@ -180,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ens_v = ens.tas.transpose("sample", "time", "lat", "lon").values.astype(np.float64)
     bic = upsample(c_test, fg, "bicubic").tas.transpose("time", "lat", "lon").values.astype(np.float64)
     bil = bilinear(c_test.tas.values.astype(np.float64), c_test.lat.values, c_test.lon.values, fg.lat.values, fg.lon.values)
+    ref = reference_bicubic(c_test.tas.transpose("time", "lat", "lon").values.astype(np.float64))
 
     m = ens_v.shape[0]
     emean = ens_v.mean(0)
@@ -204,6 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     if pp is not None:
         prior_only = (up_t + pp * dl.std[None, :, None, None])[:, 0].astype(np.float64)
     rmse_inf = float(np.sqrt(max(rmse(emean) ** 2 - spread**2 / m, 0.0)))
+    # Upper bound of what a network adding no mean error could reach: the same members recentred on
+    # the prior (x_k - mean + prior, spread kept). Not a product option: it makes each member depend
+    # on the others, and the pipeline samples members in separate jobs, each reproducible alone.
+    recentred = None
+    if prior_only is not None:
+        rc = ens_v - emean[None] + prior_only[None]
+        recentred = {"mae_K": mae(rc.mean(0)), "mae_ratio_to_bicubic": mae(rc.mean(0)) / bic_mae,
+                     "crps_ratio_to_bicubic_mae": float(np.mean(sr.crps_ensemble(truth, rc, m_axis=0, estimator="fair")))
+                     / bic_mae,
+                     "spread_skill_ratio": float(spread * np.sqrt((m + 1) / m) / rmse(rc.mean(0)))}
+    # Why the test week is hard: its days have larger diurnal ranges (calm, clear, anticyclonic)
+    # than almost all training days, and bicubic's daily error follows the diurnal range.
+    cday = coarse.tas.values.reshape(-1, 24, *coarse.tas.shape[1:])
+    dtr = (cday.max(1) - cday.min(1)).mean(axis=(1, 2))
+    dtr_tr, dtr_te = dtr[: int(train_t.sum()) // 24], dtr[int(train_t.sum()) // 24:]
+    bic_day = np.abs(upsample(coarse, fg, "bicubic").tas.values - fine.tas.values).reshape(len(dtr), -1).mean(1)
     res = {
         "setup": {
             "data": "ERA5 t2m 2019-03 UK hourly (era5-2mt-2019-03-uk.grib), crop 32x48, 50.0-57.75N 10.0W-1.75E",
@@ -213,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             "model_size": dl.config["model"]["size"], "checkpoint_sha256": dl.checkpoint_sha256,
             "train_seconds": round(t_train, 1), "sample_seconds": round(t_sample, 1),
             "threads": args.threads, "train_steps_done": None, "best_validation_step": None,
-            "sigma_max": args.sigma_max or dl.sigma_max,
+            "sigma_max": args.sigma_max, "res_scale": dl.res_scale.tolist(),
             "train_settings": dl.config["model"]["train"],
         },
         "mae_ensemble_mean_K": mae(emean), "mae_bicubic_K": bic_mae, "mae_bilinear_K": bil_mae,
@@ -226,6 +287,20 @@ def main(argv: list[str] | None = None) -> int:
             "rmse_ensemble_mean_infinite_members_K (sqrt(rmse^2 - spread^2/M))": rmse_inf,
             "network_mean_contribution_rms_K": float(np.sqrt(((emean - prior_only) ** 2).mean()))
             if prior_only is not None else None,
+            "members_recentred_on_prior (upper bound, not a product option)": recentred,
+            "coarse_diurnal_range_K": {"train_mean": float(dtr_tr.mean()), "train_max": float(dtr_tr.max()),
+                                       "test_mean": float(dtr_te.mean()), "test_days": dtr_te.round(2).tolist(),
+                                       "test_days_above_train_90th_percentile": int((dtr_te > np.quantile(dtr_tr, 0.9)).sum()),
+                                       "corr_with_daily_bicubic_mae (31 days)": float(np.corrcoef(dtr, bic_day)[0, 1])},
+            "mae_bicubic_whole_month_K": float(bic_day.mean()),
+        },
+        "issue_reference_bicubic": {
+            "what": "scipy.ndimage.zoom order 3 (corner-aligned cubic spline), the baseline behind the issue's 0.69 K",
+            "readme_reproduction (whole month, README crop, block-mean x8)": readme,
+            "readme_quotes": {"bicubic_mae_K": 0.69, "bicubic_rmse_K": 0.95, "bilinear_mae_K": 0.75},
+            "mae_test_K": mae(ref),
+            "mae_ratio_ensemble_mean": mae(emean) / mae(ref),
+            "crps_ratio": crps / mae(ref),
         },
         "crps_fair_K": crps, "crps_ratio_to_bicubic_mae": crps / bic_mae, "target_crps_ratio": 0.40,
         "crps_bicubic_K (deterministic = MAE)": bic_mae, "crps_bilinear_K (deterministic = MAE)": bil_mae,
@@ -245,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     res["setup"]["best_validation_step"] = int(content.get("best_step", -1))
     res["passes"] = {
         "mae": res["mae_ratio_to_bicubic"] <= 0.5,
+        "mae_vs_issue_reference_bicubic": res["issue_reference_bicubic"]["mae_ratio_ensemble_mean"] <= 0.5,
         "crps": res["crps_ratio_to_bicubic_mae"] <= 0.40,
         "spread_skill": 0.8 <= res["spread_skill_ratio"] <= 1.2,
         "rank_hist": res["rank_hist_max_min_ratio"] <= 2.0,

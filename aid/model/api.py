@@ -85,6 +85,9 @@ class Downscaler:
         self.den = EDMDenoiser(net, content["sigma_data"]).to(device).eval()
         self.mean = content["norm_mean"].numpy()
         self.std = content["norm_std"].numpy()
+        #: per-channel scale of the model-space residual (sigma_relative training); ones for others
+        self.res_scale = (content["res_scale"].numpy().astype(np.float64) if "res_scale" in content
+                          else np.ones(len(self.variables)))
         self.sigma_min = float(content["sigma_min"])
         self.sigma_max = float(content["sigma_max"])
         self.pr_transform = str(content["pr_transform"])
@@ -176,6 +179,7 @@ class Downscaler:
     ) -> np.ndarray:
         """Sampled residuals in normalised units, (sample, time, C, H, W) float64.
 
+        The diffusion runs in model units (normalised / :attr:`res_scale`); the result is scaled back.
         ``cond`` is the normalised conditioning without the static channels (upsampled coarse,
         then the prior's channels when the checkpoint has a prior), ``keys`` the date keys of the
         member seeds. :meth:`sample` builds these from a coarse dataset; training's sampler tuning
@@ -211,7 +215,7 @@ class Downscaler:
                                 device=self.device, progress=progress).float().cpu().numpy()
                 for k, (d, s) in enumerate(rows):
                     res[samples.index(s), d] = r[k]
-        return res
+        return res * self.res_scale[None, None, :, None, None]
 
     def conditioning(self, coarse: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """(upsampled coarse in model space, its normalised form, time features, prior residual or None).

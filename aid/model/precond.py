@@ -20,6 +20,9 @@ from torch import nn
 #: Log-normal training noise distribution ln(sigma) ~ N(P_MEAN, P_STD^2) (EDM defaults).
 P_MEAN = -1.2
 P_STD = 1.2
+#: The sigma_data EDM's P_MEAN, sigma_max and loss weighting were chosen for (images in [-1, 1]);
+#: ``model.train.sigma_relative`` scales each residual channel to it (aid.model.train.prepare).
+EDM_SIGMA_DATA = 0.5
 
 
 def edm_coefficients(

@@ -33,7 +33,7 @@ from aid.model import prior as residual_prior
 from aid.model import transforms
 from aid.model.checkpoint import load_checkpoint, save_checkpoint
 from aid.model.data import Pairs, load_pairs, static_channels, static_fields, time_features
-from aid.model.precond import P_MEAN, P_STD, EDMDenoiser, edm_loss, loss_weight, sample_sigma
+from aid.model.precond import EDM_SIGMA_DATA, P_MEAN, P_STD, EDMDenoiser, edm_loss, loss_weight, sample_sigma
 from aid.model.unet import SIZES, build_unet, count_params
 
 log = logging.getLogger(__name__)
@@ -65,16 +65,27 @@ class Prepared:
     lsm: np.ndarray
     pr_transform: str
     prior: residual_prior.RidgePrior | None = None
+    #: per-channel factor the model-space residual ``y`` was divided by (ones unless sigma_relative)
+    res_scale: np.ndarray | None = None
 
 
 def prepare(pairs: Pairs, orography: np.ndarray, lsm: np.ndarray, pr_transform: str,
-            prior: Mapping[str, Any] | None = None, ratio: int = 8, use_doy: bool = True) -> Prepared:
+            prior: Mapping[str, Any] | None = None, ratio: int = 8, use_doy: bool = True,
+            sigma_relative: bool = False) -> Prepared:
     """Transform, normalise with the fine field's per-channel stats, estimate sigma_data.
 
     sigma_data is the RMS of the normalised residual per channel (not 1: the residual is a small
     part of the field), floored at 0.01 so a channel without sub-grid detail stays well posed.
     ``prior`` (:func:`aid.model.prior.settings`) fits the linear residual prior; its cross-fitted
     predictions join the conditioning (and, in mode "offset", are taken off the target first).
+
+    ``sigma_relative`` divides each channel's residual by sigma_data / 0.5, so the diffusion runs
+    with sigma_data 0.5 in every channel, the scale EDM's noise distribution (P_mean -1.2), sigma_max
+    80 and loss weighting were designed for. Why: the residuals' RMS differs by 7x between channels
+    (default run: tas 0.09, pr 0.67), and one noise level per sample buries tas long before pr; at
+    P_mean -1.2 the median training sigma is 3.3 tas sigma_data, where the network can only learn the
+    conditional mean, which it over-fits. Measured in bench/model_skill.py and
+    bench/sampler_settings.py (README, Performance).
     """
     f_t = transforms.forward_stack(pairs.variables, pairs.fine, pr_transform)
     u_t = transforms.forward_stack(pairs.variables, pairs.up, pr_transform)
@@ -92,12 +103,18 @@ def prepare(pairs: Pairs, orography: np.ndarray, lsm: np.ndarray, pr_transform: 
     sigma_data = np.maximum(np.sqrt((y**2).mean(axis=(0, 2, 3))), 0.01)
     log.info("sigma_data per channel (normalised residual RMS): %s",
              ", ".join(f"{v}={s:.3f}" for v, s in zip(pairs.variables, sigma_data)))
+    res_scale = np.ones_like(sigma_data)
+    if sigma_relative:
+        res_scale = sigma_data / EDM_SIGMA_DATA
+        y = y / res_scale[None, :, None, None]
+        sigma_data = np.full_like(sigma_data, EDM_SIGMA_DATA)
+        log.info("residual channels scaled to sigma_data %.1f (sigma_relative)", EDM_SIGMA_DATA)
     return Prepared(
         variables=list(pairs.variables), y=y.astype(np.float32), cond=cond.astype(np.float32),
         tfeat=tfeat, static=static_channels(orography, lsm, pairs.lat, pairs.lon),
         mean=mean, std=std, sigma_data=sigma_data, lat=np.asarray(pairs.lat, dtype=float),
         lon=np.asarray(pairs.lon, dtype=float), orography=orography, lsm=lsm, pr_transform=pr_transform,
-        prior=fitted,
+        prior=fitted, res_scale=res_scale,
     )
 
 
@@ -121,7 +138,8 @@ def train_from_config(
     orography, lsm = static_fields(static_path, pairs.lat, pairs.lon)
     ratio = int(round(float(cfg["grid"]["coarse_resolution"]) / float(cfg["grid"]["fine_resolution"])))
     prep = prepare(pairs, orography, lsm, mcfg.get("pr_transform", "log1p"), residual_prior.settings(mcfg), ratio,
-                   bool(mcfg.get("train", {}).get("use_doy", True)))
+                   bool(mcfg.get("train", {}).get("use_doy", True)),
+                   bool(mcfg.get("train", {}).get("sigma_relative", False)))
     return train_model(prep, cfg, checkpoint_out, threads=threads, time_limit_s=time_limit_s,
                        val_fraction=val_fraction)
 
@@ -178,6 +196,8 @@ def _content(prep: Prepared, cfg: Mapping[str, Any], size: str, kwargs: Mapping[
         "norm_mean": torch.tensor(prep.mean, dtype=torch.float64),
         "norm_std": torch.tensor(prep.std, dtype=torch.float64),
         "sigma_data": torch.tensor(prep.sigma_data, dtype=torch.float32),
+        "res_scale": torch.tensor(prep.res_scale if prep.res_scale is not None else np.ones(len(prep.variables)),
+                                  dtype=torch.float64),
         "sigma_min": float(SIGMA_MIN),
         "sigma_max": float(sigma_max),
         "pr_transform": prep.pr_transform,
@@ -209,7 +229,9 @@ def _tune(content: dict[str, Any], prep: Prepared, va: np.ndarray, out: Path) ->
 
     idx = va[np.unique(np.linspace(0, len(va) - 1, min(len(va), TUNE_FIELDS)).round().astype(int))]
     dl = Downscaler(content, "(tuning)", out, device="cpu")
-    return tune_sampler(dl, prep.cond[idx], prep.tfeat[idx], [f"validation{i}" for i in idx], prep.y[idx])
+    # scored in normalised units (sample_normalised undoes res_scale), as without sigma_relative
+    target = prep.y[idx] * dl.res_scale[None, :, None, None]
+    return tune_sampler(dl, prep.cond[idx], prep.tfeat[idx], [f"validation{i}" for i in idx], target)
 
 
 def _resume_mismatch(content: Mapping[str, Any], cfg: Mapping[str, Any], prep: Prepared) -> str:
