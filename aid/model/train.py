@@ -64,9 +64,9 @@ class Prepared:
     orography: np.ndarray
     lsm: np.ndarray
     pr_transform: str
-    prior: residual_prior.RidgePrior | None = None
     #: per-channel factor the model-space residual ``y`` was divided by (ones unless sigma_relative)
-    res_scale: np.ndarray | None = None
+    res_scale: np.ndarray
+    prior: residual_prior.RidgePrior | None = None
 
 
 def prepare(pairs: Pairs, orography: np.ndarray, lsm: np.ndarray, pr_transform: str,
@@ -196,8 +196,7 @@ def _content(prep: Prepared, cfg: Mapping[str, Any], size: str, kwargs: Mapping[
         "norm_mean": torch.tensor(prep.mean, dtype=torch.float64),
         "norm_std": torch.tensor(prep.std, dtype=torch.float64),
         "sigma_data": torch.tensor(prep.sigma_data, dtype=torch.float32),
-        "res_scale": torch.tensor(prep.res_scale if prep.res_scale is not None else np.ones(len(prep.variables)),
-                                  dtype=torch.float64),
+        "res_scale": torch.tensor(prep.res_scale, dtype=torch.float64),
         "sigma_min": float(SIGMA_MIN),
         "sigma_max": float(sigma_max),
         "pr_transform": prep.pr_transform,
