@@ -5,7 +5,7 @@
 #
 # Data flow: demo_archive? -> catalog -> fetch -> check_fetch -> regrid -> train_adjustment -> adjust
 #            reference -> train -> downscale (+ baseline) -> check -> indices -> ensemble_stats
-#            -> evaluate -> report
+#            -> evaluate -> deliver (output catalog, SHA256SUMS) -> landing (report first page)
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -33,6 +33,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/downscale.smk"
 include: "workflow/rules/indices.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/deliver.smk"
 
 
 # Seconds-long bookkeeping rules run in the Snakemake process itself, not as cluster jobs: each SLURM
@@ -43,6 +44,7 @@ localrules:
     downscale_member,
     downscale_experiment,
     ensemble_stats,
+    landing,
 
 
 if not config["catalog"].get("path"):

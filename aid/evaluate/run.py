@@ -34,6 +34,7 @@ import xarray as xr
 from aid.errors import DataError
 from aid.evaluate import metrics as M
 from aid.evaluate import plots as P
+from aid.evaluate.properties import property_table
 from aid.evaluate.spectra import radial_power_spectrum, wavelength_km
 from aid.indices import load_variables, parse_deliverable_name
 from aid.io import open_dataset, write_text
@@ -282,6 +283,8 @@ def evaluate(
     score_rows: list[dict[str, Any]] = []
     tail_rows: list[dict[str, Any]] = []
     rank_rows: list[dict[str, Any]] = []
+    prop_rows: list[dict[str, Any]] = []
+    prop_vars = set(ev.get("properties", []))
     headline: dict[str, Any] = {"period": period, "variables": {}}
     for var in [v for v in UNITS if v in ref_ds]:
         units = UNITS[var]
@@ -370,6 +373,10 @@ def evaluate(
             P.plot_maps(bias_maps, figures / P.figure_name(var, "bias-map"), f"{var}: mean bias {period[0]}-{period[1]}", units)
             P.plot_maps(mae_maps, figures / P.figure_name(var, "mae-map"), f"{var}: mean absolute error {period[0]}-{period[1]}",
                         units, diverging=False)
+        if var in prop_vars:
+            rows_p = property_table(var, ref, ens, systems, units, set(ref_ds.data_vars))
+            prop_rows += rows_p
+            head["properties_improved_vs_bicubic"] = {r["property"]: r.get("improved_vs_bicubic") for r in rows_p}
         headline["variables"][var] = head
 
     _write_csv(pd.DataFrame(score_rows), tables / P.figure_name("all", "scores", "csv"))
@@ -377,6 +384,8 @@ def evaluate(
         _write_csv(pd.DataFrame(tail_rows), tables / P.figure_name("all", "tails", "csv"))
     if rank_rows:
         _write_csv(pd.DataFrame(rank_rows), tables / P.figure_name("all", "rank-histogram", "csv"))
+    if prop_rows:
+        _write_csv(pd.DataFrame(prop_rows), tables / P.figure_name("all", "properties", "csv"))
 
     if reference_indices and gcm_indices:
         idx_df, idx_maps = index_bias(reference_indices, gcm_indices, base_period)

@@ -75,6 +75,7 @@ def all_targets():
         for experiment in EXPERIMENTS:
             targets.append(f"{OUT}/indices/ensemble/{source}_{experiment}.nc")
     targets.append(f"{OUT}/evaluation/metrics.json")
+    targets += [f"{OUT}/aid-catalog.json", f"{OUT}/SHA256SUMS", f"{OUT}/report/landing.html"]
     return targets
 
 
