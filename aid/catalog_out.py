@@ -67,11 +67,12 @@ KINDS: dict[str, tuple[str, str]] = {
     "coarse_reference": ("reconstruction", "coarsened"),
 }
 
-_FREQ = {"D": "day", "YS-JAN": "yr", "YS": "yr", "MS": "mon", "fx": "fx"}
+#: pandas/xarray frequency -> CMIP6 frequency (xscen fills both columns).
+_FREQ = {"D": "day", "YS": "yr", "YS-JAN": "yr", "AS-JAN": "yr", "MS": "mon", "QS-DEC": "qtr"}
 
 
-def _file_facets(path: Path) -> tuple[dict[str, Any], list[str], str, str, str]:
-    """(global attributes, data variable names, first/last time stamp, xarray frequency) of a file."""
+def _file_facets(path: Path) -> tuple[dict[str, Any], list[str], str, str]:
+    """(global attributes, data variable names, first and last time stamp) of a file."""
     import cftime
     import netCDF4
 
@@ -82,21 +83,15 @@ def _file_facets(path: Path) -> tuple[dict[str, Any], list[str], str, str, str]:
             coords = set(nc.dimensions) | bounds | {"time_bnds", "lat_bnds", "lon_bnds", "statistic"}
             names = [n for n, v in nc.variables.items() if n not in coords and v.ndim >= 1 and v.dtype.kind == "f"]
             start = end = ""
-            freq = "fx"
             if "time" in nc.variables and nc.variables["time"].size:
                 tv = nc.variables["time"]
                 cal = tv.getncattr("calendar") if "calendar" in tv.ncattrs() else "standard"
-                stamps = cftime.num2date(tv[:], tv.getncattr("units"), calendar=cal)
-                start, end = stamps[0].strftime("%Y-%m-%d %H:00"), stamps[-1].strftime("%Y-%m-%d %H:00")
-                if len(stamps) > 1:
-                    step = (stamps[1] - stamps[0]).days
-                    freq = "D" if step == 1 else "MS" if 28 <= step <= 31 else "YS-JAN" if 365 <= step <= 366 else "fx"
-                else:
-                    freq = "YS-JAN" if "indices" in attrs.get("aid_stage", "") else "D"
+                first, last = cftime.num2date([tv[0], tv[-1]], tv.getncattr("units"), calendar=cal)
+                start, end = first.strftime("%Y-%m-%d %H:00"), last.strftime("%Y-%m-%d %H:00")
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: cannot read it for the output catalog ({type(exc).__name__}: {exc}).",
                         "re-run the rule that wrote it (snakemake --forcerun <rule>).") from exc
-    return attrs, names, start, end, freq
+    return attrs, names, start, end
 
 
 def catalog_row(path: str | os.PathLike[str], kind: str, config: Mapping[str, Any], **facets: Any) -> dict[str, Any]:
@@ -109,8 +104,9 @@ def catalog_row(path: str | os.PathLike[str], kind: str, config: Mapping[str, An
     if kind not in KINDS:
         raise DataError(f"unknown catalog kind '{kind}'.", f"use one of {sorted(KINDS)}.")
     p = Path(path).resolve()
-    attrs, names, start, end, freq = _file_facets(p)
+    attrs, names, start, end = _file_facets(p)
     typ, level = KINDS[kind]
+    freq = str(config["indices"]["freq"]) if kind in ("indices", "ensemble") else "D"  # the rules' products
     ref = config["reference"]["name"]
     inst = config["downscale"]["institution_id"]
     domain = str(attrs.get("domain_id") or config["domain"]["id"])
@@ -135,7 +131,7 @@ def catalog_row(path: str | os.PathLike[str], kind: str, config: Mapping[str, An
                    domain=f"{domain}-coarse")
     else:  # the coarsened reference, input of the evaluation run
         row.update(source=ref, experiment=EVALUATION_EXPERIMENT, driving_member=ENSEMBLE, member=ENSEMBLE,
-                   domain=f"{domain}-coarse")
+                   domain=f"{domain}-coarse", mip_era=None)
     if kind != "coarse_reference" and row["experiment"] != EVALUATION_EXPERIMENT:
         # GCM-driven files went through aid's xsdba adjustment against the reference
         row.update(bias_adjust_institution=inst, bias_adjust_project=MODEL_ID, bias_adjust_reference=ref)

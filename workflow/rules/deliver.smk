@@ -48,7 +48,7 @@ rule deliver:
         ranges=f"{OUT}/aid-value-ranges.csv",
         sha256sums=f"{OUT}/SHA256SUMS",
     params:
-        config={k: config[k] for k in ("domain", "reference", "downscale")},
+        config={k: config[k] for k in ("domain", "reference", "downscale", "indices")},
     log:
         f"{OUT}/logs/deliver.log",
     benchmark:
