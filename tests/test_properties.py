@@ -44,7 +44,7 @@ def test_improvement_follows_xscen_rule() -> None:
 @pytest.fixture(scope="module")
 def case(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("props")
-    ins = build_sample_evaluation(DATA, root, n_samples=2)
+    ins = build_sample_evaluation(DATA, root, n_samples=2, with_indices=False)
     ref = _date_coord(load_variables(ins["reference"], "reference")["tas"].astype("float32")).load()
     ens = load_ensemble(ins["downscaled"], "downscaled")["tas"].load()
     bic = load_ensemble(ins["baseline"], "baseline")["tas"].isel(sample=0, drop=True).load()

@@ -56,7 +56,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     else:
         env_file.write_text("channels: [conda-forge]\ndependencies: [python>=3.11]\n")
     inputs = build_sample_evaluation(DATA, wd / "case", n_samples=3)
-    overlay = {"output_dir": "results", "evaluation": {"period": [2019, 2019]}, "indices": {"base_period": [1990, 1992]}}
+    # xsdba properties off: they are tested in test_properties.py and on the pipeline's report (test_deliver.py)
+    overlay = {"output_dir": "results", "evaluation": {"period": [2019, 2019], "properties": []},
+               "indices": {"base_period": [1990, 1992]}}
     (wd / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     (wd / "Snakefile").write_text(textwrap.dedent(f"""
         configfile: "{REPO / 'config' / 'config.yaml'}"

@@ -44,8 +44,14 @@ def _bicubic(coarse: xr.DataArray, lat: np.ndarray, lon: np.ndarray) -> np.ndarr
     return out
 
 
-def build_sample_evaluation(data_dir: str | os.PathLike[str], out: str | os.PathLike[str], n_samples: int = 3) -> dict:
-    """Write the derived case under ``out``; return the ``evaluate()`` keyword arguments."""
+def build_sample_evaluation(
+    data_dir: str | os.PathLike[str], out: str | os.PathLike[str], n_samples: int = 3, with_indices: bool = True
+) -> dict:
+    """Write the derived case under ``out``; return the ``evaluate()`` keyword arguments.
+
+    ``with_indices=False`` skips the index files (xclim on the city series, the slow part) for
+    callers that only need the daily fields.
+    """
     data_dir, out = Path(data_dir), Path(out)
     src = data_dir / UK_T2M
     if not src.exists():
@@ -78,9 +84,11 @@ def build_sample_evaluation(data_dir: str | os.PathLike[str], out: str | os.Path
     write_netcdf(tas.copy(data=bic).to_dataset(), p)
     baseline.append(str(p))
 
+    fields = dict(reference=[str(ref_path)], coarse=[str(coarse_path)], downscaled=downscaled, baseline=baseline)
+    if not with_indices:
+        return fields
     ref_idx, gcm_idx = _sample_indices(data_dir, out)
-    return dict(reference=[str(ref_path)], coarse=[str(coarse_path)], downscaled=downscaled, baseline=baseline,
-                reference_indices=str(ref_idx), gcm_indices=[str(p) for p in gcm_idx])
+    return dict(**fields, reference_indices=str(ref_idx), gcm_indices=[str(p) for p in gcm_idx])
 
 
 def _sample_indices(data_dir: Path, out: Path) -> tuple[Path, list[Path]]:
