@@ -55,6 +55,9 @@ ANCHOR = "aid-landing"
 _CSS = f"""
 <style>
 .prose:has(#{ANCHOR}) {{ max-width: none !important; }}
+/* the report centres its start page vertically: a page taller than the window would open in its middle */
+.items-center:has(#{ANCHOR}) {{ align-items: flex-start !important; }}
+.justify-center:has(#{ANCHOR}) {{ justify-content: flex-start !important; }}
 #{ANCHOR} {{ font-family: system-ui, sans-serif; font-size: 13px; color: #111; max-width: 1250px; }}
 #{ANCHOR} h2 {{ font-size: 17px; margin: 14px 0 4px; }}
 #{ANCHOR} h3 {{ font-size: 14px; margin: 10px 0 3px; }}
@@ -75,7 +78,7 @@ def _png(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -104,6 +107,7 @@ def _cmp(aid: float | None, base: float | None, lower_better: bool = True) -> st
 def headline_table(metrics: Mapping[str, Any]) -> str:
     """Per variable: aid / bicubic / coarse CRPS and MAE of the ensemble mean, spread-skill ratio."""
     period = metrics.get("period", ["?", "?"])
+    span = f"{period[0]}" if period[0] == period[-1] else f"{period[0]}–{period[-1]}"
     head = ('<tr><th class="l" rowspan="2">variable</th>'
             + "".join(f'<th colspan="3">{lab}</th>' for _, lab in SCORES)
             + '<th rowspan="2">spread-skill<br/>(1 = calibrated)</th></tr><tr>'
@@ -119,7 +123,7 @@ def headline_table(metrics: Mapping[str, Any]) -> str:
         cls = "" if ssr is None else ("better" if abs(ssr - 1) <= 0.2 else "worse")
         cells.append(f'<td><span class="{cls}">{_fmt(ssr, 2)}</span></td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<h2>How good is it? Held-out evaluation {period[0]}–{period[1]} against the 0.25° reference</h2>"
+    return (f"<h2>How good is it? Held-out evaluation {span} against the 0.25° reference</h2>"
             f"<table>{head}{''.join(rows)}</table>"
             '<div class="note">CRPS: fair CRPS of the aid ensemble; for the single-valued bicubic baseline and the '
             "coarse input (cell-constant) the CRPS equals their MAE. MAE of the aid ensemble mean. Area-weighted "
@@ -208,7 +212,7 @@ def day_maps(
                                shading="nearest", cmap=cmap, vmin=lo, vmax=hi)
             ax.set_title(label, fontsize=9)
             ax.set_aspect(aspect)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(labelsize=8)
         fig.colorbar(im, ax=list(axes[0][: len(panels)]), shrink=0.9, label=UNITS.get(var, ""))
         if spread is not None:
             ax = axes[0][-1]
@@ -216,7 +220,7 @@ def day_maps(
                                shading="nearest", cmap="viridis")
             ax.set_title(f"ensemble spread (sd, {ens.sizes['sample']} samples)", fontsize=9)
             ax.set_aspect(aspect)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(labelsize=8)
             fig.colorbar(im, ax=ax, shrink=0.9, label=UNITS.get(var, ""))
         fig.suptitle(f"{var}, {day}", fontsize=10, x=0.02, ha="left")
         out.append((var, _png(fig)))
@@ -257,9 +261,9 @@ def change_section(ensemble: Mapping[str, str], indices: Sequence[str] = CHANGE_
         f"<td><b>{_fmt(s['median'])}</b></td><td>{_fmt(s['p10'])}</td><td>{_fmt(s['p90'])}</td><td class=\"l\">{html.escape(u)}</td></tr>"
         for lab, n, u, b, s in rows)
     n = len(maps)
-    ncol = min(n, 6)
+    ncol = min(n, 3)
     nrow = math.ceil(n / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.3 * nrow), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.1 * ncol, 2.9 * nrow), squeeze=False, constrained_layout=True)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     for ax, (lab, name, units, da) in zip(axes.ravel(), maps):
@@ -271,10 +275,10 @@ def change_section(ensemble: Mapping[str, str], indices: Sequence[str] = CHANGE_
             cmap = "BrBG_r"  # more dry days: brown
         im = ax.pcolormesh(da["lon"].values, da["lat"].values, v, shading="nearest", cmap=cmap,
                            vmin=-(vmax or 1.0), vmax=vmax or 1.0)
-        ax.set_title(f"{name} ({lab})", fontsize=8)
+        ax.set_title(f"{name} ({lab}), median change", fontsize=9)
         ax.set_aspect(1.0 / np.cos(np.deg2rad(float(da["lat"].mean()))))
-        ax.tick_params(labelsize=6)
-        fig.colorbar(im, ax=ax, shrink=0.8, label=units).ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=7)
+        fig.colorbar(im, ax=ax, shrink=0.8, label=units).ax.tick_params(labelsize=7)
     return f"<table>{head}{body}</table>", _png(fig)
 
 
