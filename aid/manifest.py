@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import pandas as pd
 
@@ -70,26 +71,25 @@ def value_ranges(files: Mapping[str, Sequence[str | os.PathLike[str]]]) -> pd.Da
     """Per (kind, variable): units, files, values, min, max, NaN count and fraction.
 
     ``files`` maps a kind (e.g. ``downscaled``) to its NetCDF files. Statistics are over every
-    floating-point data variable with a time axis (bounds excluded); reading is lazy per file.
+    floating-point data variable with a time axis (bounds excluded), reduced chunk by chunk with dask.
     """
     acc: dict[tuple[str, str], dict[str, Any]] = {}
     for kind, paths in files.items():
         for p in paths:
-            ds = open_dataset(p, chunks=None)
+            ds = open_dataset(p)  # dask chunks: a month of days at a time, whatever the domain size
             try:
                 for name, da in ds.data_vars.items():
                     if da.dtype.kind != "f" or "time" not in da.dims or name.endswith(("_bnds", "_bounds")):
                         continue
-                    v = np.asarray(da.values, dtype="float64")
-                    finite = v[np.isfinite(v)]
+                    lo, hi, nan = dask.compute(da.min(), da.max(), da.isnull().sum(), scheduler="synchronous")
                     a = acc.setdefault((kind, name), dict(kind=kind, variable=name, units=str(da.attrs.get("units", "")),
                                                           n_files=0, n_values=0, min=math.inf, max=-math.inf, n_nan=0))
                     a["n_files"] += 1
-                    a["n_values"] += int(v.size)
-                    a["n_nan"] += int(np.isnan(v).sum())
-                    if finite.size:
-                        a["min"] = min(a["min"], float(finite.min()))
-                        a["max"] = max(a["max"], float(finite.max()))
+                    a["n_values"] += int(da.size)
+                    a["n_nan"] += int(nan)
+                    if np.isfinite(float(lo)):
+                        a["min"] = min(a["min"], float(lo))
+                        a["max"] = max(a["max"], float(hi))
             finally:
                 ds.close()
     rows = []
