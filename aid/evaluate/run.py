@@ -12,6 +12,10 @@ Why the evaluation run and not the GCM runs for the daily scores: only the coars
 day-by-day truth. GCM runs are judged on climatology: their historical index climatologies
 (``gcm_indices``) against the reference's (``reference_indices``).
 
+For the variables in ``evaluation.properties`` the xsdba statistical properties of every system
+are compared with the reference's (:mod:`aid.evaluate.properties`): ``all_properties.csv`` and, per
+variable in the JSON, the fraction of cells where aid improves on the bicubic baseline.
+
 Outputs: ``tables_dir/<group>_<kind>.csv``, ``figures_dir/<group>_<kind>.png`` (group = a variable,
 an index, ``all`` or ``indices``; see :func:`aid.evaluate.plots.figure_name`) and one JSON of
 headline numbers.
