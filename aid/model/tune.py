@@ -39,6 +39,10 @@ TIE = 0.005
 FALLBACK = {"steps": 6, "churn": 0.0, "rho": 7.0}
 
 
+#: The validation fields' own noise stream (never a driving run's, see aid.model.sampler.noise_stream).
+TUNING_STREAM = "aid-sampler-tuning"
+
+
 def fair_crps(ens: np.ndarray, obs: np.ndarray) -> np.ndarray:
     """Fair CRPS of an ensemble (members on axis 0) at every point (Ferro 2014's unbiased estimator)."""
     m = ens.shape[0]
@@ -66,7 +70,7 @@ def tune_sampler(dl: Any, cond: np.ndarray, tfeat: np.ndarray, keys: Sequence[st
         if 2 * steps - 1 > MAX_NFE:
             continue
         ens = dl.sample_normalised(cond, tfeat, keys, list(range(1, members + 1)), seed, steps, 0.0, rho,
-                                   sigma_max=sigma_max)
+                                   sigma_max=sigma_max, stream=TUNING_STREAM)
         crps = float(fair_crps(ens, target).mean())
         rows.append({"steps": int(steps), "churn": 0.0, "rho": float(rho), "sigma_max": float(sigma_max),
                      "network_evaluations": 2 * int(steps) - 1, "crps_fair_normalised": crps})
