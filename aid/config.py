@@ -89,6 +89,7 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
         _check_range(cfg, key, source)
     for exp, years in cfg["search"]["experiments"].items():
         _check_range({"search": {"experiments": {exp: years}}}, f"search.experiments.{exp}", source)
+    _check_held_out(cfg, source)
     out = Path(cfg["output_dir"])
     if out.is_absolute() is False and ".." in out.parts:
         raise ConfigError(
@@ -115,6 +116,25 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
                 f"{source}: variable '{var}' has no bias-adjustment method in 'adjust.methods'.",
                 f"add adjust.methods.{var}: {{method: QDM, kind: '+'}} (or '*' for pr).",
             )
+
+
+def _check_held_out(cfg: Mapping[str, Any], source: str) -> None:
+    """The evaluation scores held-out years: ``evaluation.period`` must not overlap the training years.
+
+    Scores on days the model was trained on are in-sample and look better than the model is.
+    """
+    ev = (cfg.get("evaluation") or {}).get("period")
+    tr = ((cfg.get("model") or {}).get("train") or {}).get("years")
+    if not ev or not tr or (cfg.get("model") or {}).get("checkpoint"):
+        return
+    (e0, e1), (t0, t1) = (int(y) for y in ev), (int(y) for y in tr)
+    if e0 <= t1 and t0 <= e1:
+        both = sorted(set(range(e0, e1 + 1)) & set(range(t0, t1 + 1)))
+        raise ConfigError(
+            f"{source}: 'evaluation.period' {[e0, e1]} overlaps 'model.train.years' {[t0, t1]} (years "
+            f"{', '.join(map(str, both))}): the evaluation would score days the model was trained on.",
+            "make them disjoint, e.g. train on the first years of the reference period and evaluate on the last.",
+        )
 
 
 def load_config(

@@ -98,13 +98,14 @@ def test_indices_evaluation_outputs(pipeline) -> None:
             assert f"{var}_{kind}.png" in figures, (var, kind)
 
 
-def test_rerun_one_job_is_bit_identical(pipeline, tmp_path) -> None:
+def test_rerun_one_job_is_bit_identical(pipeline, pipeline_lock, tmp_path) -> None:
     out, cfg = pipeline
     job = next(j for j in naming.downscale_jobs(cfg) if j["experiment"] == "ssp245")
     paths = naming.deliverable_paths(cfg, job["source"], job["experiment"], job["member"], job["year"])
     before = {k: xr.open_dataset(p)[k[0]].values.copy() for k, p in paths.items()}
     target = str(paths[("tas", 1)])
-    snakemake(out, "--force", target)
+    with pipeline_lock:
+        snakemake(out, "--force", target)
     for k, p in paths.items():
         after = xr.open_dataset(p)[k[0]].values
         np.testing.assert_array_equal(before[k], after)

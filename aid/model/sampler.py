@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 #: CPU micro-batch: every network call sees exactly this many rows (the tail is padded), so a
-#: member's result cannot depend on the batch size the caller chose. 16 rows: 5.2 ms per member
-#: evaluation of the default network against 6.0 ms at 8 (bench/sampler.py, cpu_options).
+#: member's result cannot depend on the batch size the caller chose. The size is the fastest of
+#: those bench/sampler.py compares (its ``cpu_options``).
 CPU_MICRO_BATCH = 16
 
 
