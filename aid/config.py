@@ -33,13 +33,35 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
+def _with_defaults(validator_class: type) -> type:
+    """A validator that fills every absent property with the schema's ``default`` before checking it.
+
+    Why: the schema is the one home of every default (as ``snakemake.utils.validate(...,
+    set_default=True)`` does for the workflow); code reads keys, never invents a fallback value.
+    """
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator: Any, props: Mapping[str, Any], instance: Any, schema: Mapping[str, Any]) -> Any:
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if isinstance(sub, Mapping) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+_DefaultingValidator = _with_defaults(jsonschema.Draft202012Validator)
+
+
 def validate(cfg: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
-    """Validate ``cfg`` against the schema and semantic rules; return a deep copy.
+    """Validate ``cfg`` against the schema and semantic rules, filling the schema's defaults; return
+    a deep copy.
 
     Raises :class:`ConfigError` naming the offending key.
     """
     cfg = copy.deepcopy(dict(cfg))
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = _DefaultingValidator(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
