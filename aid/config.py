@@ -33,13 +33,35 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
+def _with_defaults(validator_class: type) -> type:
+    """A validator that fills every absent property with the schema's ``default`` before checking it.
+
+    Why: the schema is the one home of every default (as ``snakemake.utils.validate(...,
+    set_default=True)`` does for the workflow); code reads keys, never invents a fallback value.
+    """
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator: Any, props: Mapping[str, Any], instance: Any, schema: Mapping[str, Any]) -> Any:
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if isinstance(sub, Mapping) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+_DefaultingValidator = _with_defaults(jsonschema.Draft202012Validator)
+
+
 def validate(cfg: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
-    """Validate ``cfg`` against the schema and semantic rules; return a deep copy.
+    """Validate ``cfg`` against the schema and semantic rules, filling the schema's defaults; return
+    a deep copy.
 
     Raises :class:`ConfigError` naming the offending key.
     """
     cfg = copy.deepcopy(dict(cfg))
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = _DefaultingValidator(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
@@ -89,6 +111,7 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
         _check_range(cfg, key, source)
     for exp, years in cfg["search"]["experiments"].items():
         _check_range({"search": {"experiments": {exp: years}}}, f"search.experiments.{exp}", source)
+    _check_held_out(cfg, source)
     out = Path(cfg["output_dir"])
     if out.is_absolute() is False and ".." in out.parts:
         raise ConfigError(
@@ -115,6 +138,25 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
                 f"{source}: variable '{var}' has no bias-adjustment method in 'adjust.methods'.",
                 f"add adjust.methods.{var}: {{method: QDM, kind: '+'}} (or '*' for pr).",
             )
+
+
+def _check_held_out(cfg: Mapping[str, Any], source: str) -> None:
+    """The evaluation scores held-out years: ``evaluation.period`` must not overlap the training years.
+
+    Scores on days the model was trained on are in-sample and look better than the model is.
+    """
+    ev = (cfg.get("evaluation") or {}).get("period")
+    tr = ((cfg.get("model") or {}).get("train") or {}).get("years")
+    if not ev or not tr or (cfg.get("model") or {}).get("checkpoint"):
+        return
+    (e0, e1), (t0, t1) = (int(y) for y in ev), (int(y) for y in tr)
+    if e0 <= t1 and t0 <= e1:
+        both = sorted(set(range(e0, e1 + 1)) & set(range(t0, t1 + 1)))
+        raise ConfigError(
+            f"{source}: 'evaluation.period' {[e0, e1]} overlaps 'model.train.years' {[t0, t1]} (years "
+            f"{', '.join(map(str, both))}): the evaluation would score days the model was trained on.",
+            "make them disjoint, e.g. train on the first years of the reference period and evaluate on the last.",
+        )
 
 
 def load_config(

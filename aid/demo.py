@@ -30,11 +30,21 @@ Weather pools (real ERA5 days and hours)
     become lat 58..50, lon -10..0 (shift +3 deg lat, -10 deg lon). Documented relocation, not a
     claim about UK weather.
 
+Held-out split of every pool (:data:`POOL_SPLIT`)
+    Each pool is split into a *training* part and a disjoint *held-out* part. The years of config
+    ``evaluation.period`` (reference, GCM members and scenario alike) draw only from the held-out
+    part; every other year draws only from the training part, so the model and the bias adjustment,
+    trained on other years, never see the weather they are scored on. Parts are contiguous in time
+    (weather persists for days, so interleaving would leak): temperature days 1-24 train, 25-31
+    held out (the protocol of bench/model_skill.py); precipitation 2020-01-01 and 2021-07-15 train,
+    2022-08-31 held out (whole days: hours of a day are near-copies); wind hours 00-13 train, 18-23
+    held out, hours 14-17 unused (a gap, since consecutive hours are near-copies).
+
 Day sequence
     For calendar year ``y`` and day-of-year index ``j`` (0..364 in a 365-day year; 29 February reuses
-    28 February's index), the pattern of a pool of size ``P`` is ``perm(y, j // P)[j % P]``, where
-    ``perm`` is a permutation of ``range(P)`` drawn from ``numpy.random.default_rng([SEED, member_key,
-    pool, y, block])``. The reference uses member key 0; the *first* configured member also uses key
+    28 February's index), the pattern drawn from a pool part of size ``P`` is its entry
+    ``perm(y, j // P)[j % P]``, where ``perm`` is a permutation of ``range(P)`` drawn from
+    ``numpy.random.default_rng([SEED, member_key, pool, y, block])``. The reference uses member key 0; the *first* configured member also uses key
     0 (it follows the reference's weather, like a nudged run, so its error is exactly known); member
     ``i`` uses key ``i``: different weather, same climate.
 
@@ -114,6 +124,12 @@ BOX_SHIFT_LAT = 3.0
 BOX_SHIFT_LON = -10.0
 
 _POOL_SALT = {"temp": 0, "pr": 1, "wind": 2}
+#: Pool entries (indices in time order) of the training and held-out parts; see the module docstring.
+POOL_SPLIT: dict[str, dict[str, range]] = {
+    "temp": {"train": range(0, 24), "held_out": range(24, 31)},
+    "pr": {"train": range(0, 48), "held_out": range(48, 72)},
+    "wind": {"train": range(0, 14), "held_out": range(18, 24)},
+}
 _CUMDAYS = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
 
 CMIP6_META: dict[str, dict[str, str]] = {
@@ -159,6 +175,8 @@ def recipe() -> dict[str, Any]:
         "box_relocation_deg": {"lat": BOX_SHIFT_LAT, "lon": BOX_SHIFT_LON},
         "coarsening": "exact area-weighted conservative block mean onto 2 deg cells (edges at even degrees)",
         "member_weather": "first member shares the reference's day sequence; member i uses permutation key i",
+        "pool_split": {pool: {part: [r.start, r.stop] for part, r in parts.items()} for pool, parts in POOL_SPLIT.items()},
+        "held_out_years": "the years of config evaluation.period draw only from each pool's held_out part",
         "documentation": "aid/demo.py module docstring",
     }
 
@@ -316,12 +334,17 @@ def warming(year: int, hist_years: Sequence[int]) -> float:
 class _Pools:
     """Fine pools, their coarsened versions and the seasonal factors (built once)."""
 
-    def __init__(self, era5_dir: Path) -> None:
+    def __init__(self, era5_dir: Path, held_out_years: Sequence[int]) -> None:
+        self.held_out_years = {int(y) for y in held_out_years}
         self.fine = {**_temperature_pools(era5_dir), **_box_pools(era5_dir)}
         self.coarse = {k: coarsen_fields(v) for k, v in self.fine.items()}
         self.anom = seasonal_anomaly(era5_dir)
         self.s_pr = seasonal_factor(PR_SEASONAL)
         self.s_wind = seasonal_factor(WIND_SEASONAL)
+
+    def part(self, pool_name: str, year: int) -> range:
+        """The pool entries ``year`` may draw from: held out for the evaluation years, else training."""
+        return POOL_SPLIT[pool_name]["held_out" if year in self.held_out_years else "train"]
 
     def fields(self, var: str, member_key: int, years: np.ndarray, months: np.ndarray, days: np.ndarray, coarse: bool) -> np.ndarray:
         """Weather + seasonal cycle (no model error) for the given dates."""
@@ -332,7 +355,8 @@ class _Pools:
         idx = np.empty(j.size, dtype=int)
         for y in np.unique(years):
             sel = years == y
-            idx[sel] = pattern_sequence(member_key, pool_name, int(y), pool.shape[0])[j[sel]]
+            part = np.asarray(self.part(pool_name, int(y)))
+            idx[sel] = part[pattern_sequence(member_key, pool_name, int(y), part.size)[j[sel]]]
         out = pool[idx]
         if var in TEMP_BIAS:
             out = out + self.anom[j][:, None, None]
@@ -458,7 +482,9 @@ def write_demo_archive(
     era5_dir = Path(era5_dir)
     out_root = Path(out_root)
     manifest_path = Path(manifest_path) if manifest_path is not None else out_root / "manifest.json"
-    pools = _Pools(era5_dir)
+    ev = config.get("evaluation") or {}
+    held_out = list(range(int(ev["period"][0]), int(ev["period"][1]) + 1)) if ev.get("period") else []
+    pools = _Pools(era5_dir, held_out)
     _clean_previous(out_root, institution, source_id)
     common = _common_attrs()
     files: list[dict[str, Any]] = []
@@ -553,6 +579,7 @@ def write_demo_archive(
         "members": members,
         "experiments": {"historical": hist, scen_name: scen},
         "reference_years": hist,
+        "held_out_years": held_out,
         "cmip6_root": "CMIP6",
         "recipe": recipe(),
         "era5_inputs": [{"file": f, "sha256": sha256_file(era5_dir / f)} for f in inputs],

@@ -13,9 +13,11 @@ Physical consistency enforced on every sample before writing (and recorded in th
   (day, cell) values is written to ``aid_temperature_order_fixes`` of every file of that sample.
 * ``pr >= 0``: negative values are set to 0 (``aid_pr_negative_fixes``).
 
-Reproducibility: the sampler's noise for (sample s, day d) is seeded from (seed, s, d) only (see
-``aid.model.api.Downscaler.sample``), so re-running one sample, or a different batch size, gives
-bit-identical values on CPU. The job writes exactly the ``outputs`` it is given: passing only the
+Reproducibility and independence: the sampler's noise for (sample s, day d) of a job is seeded
+from (seed, source, experiment, member, s, d) only (see ``aid.model.api.Downscaler.sample`` and
+``aid.model.sampler.noise_stream``), so re-running one sample, or a different batch size, gives
+bit-identical values on CPU, while two members, two scenarios or the evaluation run never share
+their sampled detail on a common date. The job writes exactly the ``outputs`` it is given: passing only the
 files of sample 2 re-creates sample 2 alone.
 """
 
@@ -375,6 +377,7 @@ def downscale_year(
     import torch
 
     from aid.model.api import Downscaler
+    from aid.model.sampler import noise_stream
     from aid.provenance import relpath_or_name
 
     year = int(year)
@@ -407,13 +410,15 @@ def downscale_year(
     samples = sorted({s for _, s in targets})
     seed = int(dcfg.get("seed", 0))
     steps, churn, rho, sigma_max = sampler_settings(dcfg, dl.sampler_defaults).values()
+    stream = noise_stream(source, experiment, member)
     log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, %d days in "
              "batches of %d", source, experiment, member, year, samples, seed, steps, churn, rho, sigma_max,
              len(coarse.days),
              int(dcfg.get("batch_days", 32)))
 
     def produce(batch: xr.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        out = dl.sample(batch, samples=samples, seed=seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max)
+        out = dl.sample(batch, samples=samples, seed=seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max,
+                        stream=stream)
         if "sample" in out.coords:
             out = out.sel(sample=samples)
         fields = {v: np.array(out[v].transpose("sample", "time", "lat", "lon").values, dtype="f4") for v in out.data_vars
@@ -424,6 +429,7 @@ def downscale_year(
         "checkpoint_sha256": dl.checkpoint_sha256,
         "checkpoint": relpath_or_name(ckpt),
         "sampler_seed": seed,
+        "sampler_noise_stream": stream,
         "sampler_steps": steps,
         "sampler_churn": churn,
         "sampler_rho": rho,
@@ -432,7 +438,7 @@ def downscale_year(
         "device": device,
         "coarse_input": ", ".join(relpath_or_name(p) for p in coarse.files),
     }
-    identity = [dl.checkpoint_sha256, seed, steps, churn, rho, sigma_max, device, *_file_sha256(coarse.files)]
+    identity = [dl.checkpoint_sha256, seed, stream, steps, churn, rho, sigma_max, device, *_file_sha256(coarse.files)]
     return _stream(config, coarse, targets, samples, produce, model=MODEL_ID, source=source, experiment=experiment,
                    member=member, provenance=provenance, identity=identity,
                    what=f"downscale {source}/{experiment}/{member}/{year}")

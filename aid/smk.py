@@ -44,3 +44,21 @@ def run_each(snakemake: Any, func: Callable[..., Any], calls: Iterable[Mapping[s
     except AidError as exc:
         log.error("rule %s failed: %s", snakemake.rule, exc)
         sys.exit(1)
+
+
+def stage_config(snakemake: Any) -> Any:
+    """The rule's config slice (``params.config``, see :mod:`aid.config_slice`), the only config a
+    script reads, with the rule's execution settings (``params.execution``: dotted keys that change
+    how a job runs but not its numbers, so they are deliberately not re-run triggers) filled in."""
+    from aid.config_slice import ConfigSlice
+
+    cfg = snakemake.params.config
+    for dotted, value in dict(getattr(snakemake.params, "execution", None) or {}).items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if part not in node:
+                dict.__setitem__(node, part, ConfigSlice(path=part))
+            node = node[part]
+        dict.__setitem__(node, leaf, value)
+    return cfg

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = fine.tas.isel(time=test_t).values.astype(np.float64)
     t0 = time.monotonic()
     ens = dl.sample(c_test, samples=list(range(1, args.members + 1)), seed=2024, steps=args.sampler_steps, progress=True,
-                    sigma_max=args.sigma_max, churn=args.churn, rho=args.rho)
+                    sigma_max=args.sigma_max, churn=args.churn, rho=args.rho, stream="bench")
     t_sample = time.monotonic() - t0
     ens_v = ens.tas.transpose("sample", "time", "lat", "lon").values.astype(np.float64)
     # bicubic of the whole month once: the test hours' baseline and the daily errors of the regime diagnostic

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     def sampler_run(d: Downscaler, cs: xr.Dataset, smp: list[int], steps: int, churn: float, rho: float,
                     sigma_max: float | None = None) -> tuple[xr.Dataset, float]:
         t0 = time.perf_counter()
-        out = d.sample(cs, samples=smp, seed=args.seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max)
+        out = d.sample(cs, samples=smp, seed=args.seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max, stream="bench")
         return out, time.perf_counter() - t0
 
     def throughput(n_members: int, seconds: float, flops_eval: int, nfe: int) -> dict:

@@ -62,3 +62,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
             run_pipeline(out)
             done.touch()
     return out, tiny_config(out)
+
+
+@pytest.fixture(scope="session")
+def pipeline_lock(pipeline, tmp_path_factory: pytest.TempPathFactory, worker_id: str):
+    """A lock a test holds while it re-runs jobs in, or plans against, the shared pipeline run, so a
+    dry run never sees another worker's job half-done."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if worker_id != "master" else base
+    return FileLock(str(root / "tiny-run.mutate.lock"))

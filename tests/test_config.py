@@ -78,3 +78,40 @@ def test_reversed_ranges_are_named(raw: dict[str, Any], path: tuple[str, ...], v
         validate(bad)
     assert f"'{key}' is reversed ({value[0]} > {value[1]})" in str(exc.value)
     assert f"[{value[1]}, {value[0]}]" in str(exc.value)  # the fix spells the right order
+
+
+def test_evaluation_overlapping_training_years_is_refused(raw: dict[str, Any]) -> None:
+    bad = copy.deepcopy(raw)
+    bad["model"]["train"]["years"] = [2012, 2014]  # the default evaluation.period is [2014, 2014]
+    with pytest.raises(ConfigError) as exc:
+        validate(bad, source="my.yaml")
+    msg = str(exc.value)
+    assert "'evaluation.period' [2014, 2014] overlaps 'model.train.years' [2012, 2014]" in msg and "2014" in msg
+    ok = copy.deepcopy(raw)
+    ok["model"]["train"]["years"], ok["evaluation"]["period"] = [2012, 2012], [2013, 2014]
+    assert validate(ok)["evaluation"]["period"] == [2013, 2014]
+
+
+def test_config_slice_refuses_undeclared_keys(raw: dict[str, Any]) -> None:
+    """A rule's params slice holds exactly the declared keys; reading another one is an error, never a
+    silent code default (tests/test_rerun_triggers.py checks what the slices re-run)."""
+    import pickle
+
+    from aid.config_slice import SliceKeyError, config_slice
+
+    cfg = validate(raw)
+    sl = config_slice(cfg, "adjust", "search.variables", "downscale.seed")
+    assert sl["adjust"] == cfg["adjust"] and sl["search"]["variables"] == cfg["search"]["variables"]
+    assert sl["downscale"].get("seed") == cfg["downscale"]["seed"]
+    with pytest.raises(SliceKeyError, match="'downscale.n_samples' is not in this rule's params slice"):
+        sl["downscale"].get("n_samples", 3)
+    with pytest.raises(SliceKeyError, match="'model' is not in this rule's params slice"):
+        sl["model"]
+    assert repr(sl) == repr(dict(adjust=cfg["adjust"], search={"variables": cfg["search"]["variables"]},
+                                 downscale={"seed": cfg["downscale"]["seed"]}))
+    back = pickle.loads(pickle.dumps(sl))  # as Snakemake hands it to the rule's script
+    assert back == sl
+    with pytest.raises(SliceKeyError):
+        back["search"]["members"]
+    with pytest.raises(KeyError, match="no key 'adjust.nope'"):
+        config_slice(cfg, "adjust.nope")

@@ -138,3 +138,36 @@ def test_deterministic(demo_archive: Path, tmp_path: Path, shared_data: Path) ->
         np.testing.assert_array_equal(a[var].values, b[var].values)
         assert a.attrs["tracking_id"] == b.attrs["tracking_id"]
     assert (tmp_path / "d" / "manifest.json").exists()
+
+
+def _patterns(da: xr.DataArray, kind: str) -> np.ndarray:
+    """Each day's spatial pattern with the demo's per-day seasonal term removed (temperatures:
+    additive, so minus the field mean; pr and winds: multiplicative, so over the field's norm)."""
+    v = da.values.reshape(da.sizes["time"], -1).astype(np.float64)
+    if kind == "add":
+        return v - v.mean(axis=1, keepdims=True)
+    norm = np.sqrt((v**2).mean(axis=1, keepdims=True))
+    return np.where(norm > 0, v / np.where(norm > 0, norm, 1), np.nan)
+
+
+@pytest.mark.parametrize(("var", "kind"), [("tas", "add"), ("tasmax", "add"), ("pr", "mul"), ("uas", "mul")])
+def test_evaluation_year_weather_is_not_training_weather(demo_archive: Path, var: str, kind: str) -> None:
+    """The default run trains on 2012-2013 and scores 2014: no 2014 reference day may re-use the real
+    ERA5 day (or hour) of a training-year day. Before the pools were split every 2014 day was a copy."""
+    cfg = load_config()
+    e0, e1 = cfg["evaluation"]["period"]
+    t0, t1 = cfg["model"]["train"]["years"]
+    ref = _ref(demo_archive, var)
+    years = ref["time"].dt.year
+    ev = _patterns(ref.sel(time=(years >= e0) & (years <= e1)), kind)
+    tr = _patterns(ref.sel(time=(years >= t0) & (years <= t1)), kind)
+    ev, tr = ev[~np.isnan(ev).any(axis=1)], tr[~np.isnan(tr).any(axis=1)]
+    assert len(ev) > 300 and len(tr) > 600
+    tr_unique = np.unique(np.round(tr, 4), axis=0)
+    # distance of every evaluation day to its closest training day, relative to the patterns' size
+    d = np.sqrt(((ev[:, None, :] - tr_unique[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
+    scale = np.sqrt((tr_unique**2).mean())
+    assert d.min() > 0.05 * scale, (var, float(d.min()), float(scale))
+    # and the training years do re-use their own pool (the check can see a copy when there is one)
+    dup = np.sqrt(((tr[:50, None, :] - tr_unique[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
+    assert dup.max() < 1e-3 * scale

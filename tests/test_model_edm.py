@@ -25,7 +25,7 @@ from aid.model.api import Downscaler
 from aid.model.checkpoint import load_checkpoint
 from aid.model.data import load_pairs, static_fields
 from aid.model.precond import EDM_SIGMA_DATA, EDMDenoiser, edm_coefficients, edm_loss, loss_weight
-from aid.model.sampler import heun_sample, member_seed
+from aid.model.sampler import heun_sample, member_seed, noise_stream
 from aid.model.tiling import tiled_apply, tile_starts
 from aid.model.train import prepare, train_from_config, train_model
 from aid.model.unet import build_unet
@@ -134,8 +134,8 @@ def test_sigma_relative_scales_each_residual_channel_to_edm_sigma_data(uk: dict)
     cond, tfeat = plain.cond[:2], plain.tfeat[:2]
     unscaled = Downscaler(content, digest, uk["ckpt"])
     assert unscaled.prior is None  # the fixture trains without a prior, so cond needs no prior channels
-    a = unscaled.sample_normalised(cond, tfeat, ["d0", "d1"], [1, 2], 0, 3, sigma_max=2.0)
-    b = Downscaler(scaled, digest, uk["ckpt"]).sample_normalised(cond, tfeat, ["d0", "d1"], [1, 2], 0, 3, sigma_max=2.0)
+    a = unscaled.sample_normalised(cond, tfeat, ["d0", "d1"], [1, 2], 0, 3, sigma_max=2.0, stream="test")
+    b = Downscaler(scaled, digest, uk["ckpt"]).sample_normalised(cond, tfeat, ["d0", "d1"], [1, 2], 0, 3, sigma_max=2.0, stream="test")
     assert float(np.abs(a).mean()) > 0
     np.testing.assert_allclose(b, 0.37 * a, rtol=1e-6, atol=1e-9)
 
@@ -176,15 +176,15 @@ def test_loss_decreases_on_real_patch(uk: dict) -> None:
 def test_sampler_determinism_and_single_member(uk: dict, churn: float) -> None:
     dl = Downscaler.load(uk["ckpt"], device="cpu")
     coarse = uk["coarse"].isel(time=slice(10, 13))
-    a = dl.sample(coarse, samples=[1, 2, 3], seed=7, steps=3, churn=churn)
-    b = dl.sample(coarse, samples=[1, 2, 3], seed=7, steps=3, churn=churn)
+    a = dl.sample(coarse, samples=[1, 2, 3], seed=7, steps=3, churn=churn, stream="test")
+    b = dl.sample(coarse, samples=[1, 2, 3], seed=7, steps=3, churn=churn, stream="test")
     np.testing.assert_array_equal(a.tas.values, b.tas.values)
-    c = dl.sample(coarse, samples=[1, 2, 3], seed=8, steps=3, churn=churn)
+    c = dl.sample(coarse, samples=[1, 2, 3], seed=8, steps=3, churn=churn, stream="test")
     assert float(np.abs(a.tas.values - c.tas.values).mean()) > 1e-3
     # members differ from each other
     assert float(np.abs(a.tas.sel(sample=1).values - a.tas.sel(sample=2).values).mean()) > 1e-3
     # one member of one day regenerated alone equals that member inside the batch, bit for bit
-    alone = dl.sample(coarse.isel(time=[2]), samples=[2], seed=7, steps=3, churn=churn)
+    alone = dl.sample(coarse.isel(time=[2]), samples=[2], seed=7, steps=3, churn=churn, stream="test")
     np.testing.assert_array_equal(alone.tas.values[0, 0], a.tas.sel(sample=2).values[2])
     assert alone.tas.dtype == np.float32 and a.tas.dims == ("sample", "time", "lat", "lon")
 
@@ -195,15 +195,44 @@ def test_compile_option_is_ignored_on_cpu(uk: dict) -> None:
     plain = Downscaler.load(uk["ckpt"], device="cpu")
     asked = Downscaler.load(uk["ckpt"], device="cpu", compile=True)
     assert not asked.compile and asked._network() is asked.den
-    a = plain.sample(coarse, samples=[1, 2], seed=11, steps=2, churn=3.0)
-    b = asked.sample(coarse, samples=[1, 2], seed=11, steps=2, churn=3.0)
+    a = plain.sample(coarse, samples=[1, 2], seed=11, steps=2, churn=3.0, stream="test")
+    b = asked.sample(coarse, samples=[1, 2], seed=11, steps=2, churn=3.0, stream="test")
     np.testing.assert_array_equal(a.tas.values, b.tas.values)
 
 
-def test_member_seed_depends_on_seed_sample_date_only() -> None:
-    s = member_seed(1, 2, "2019032512")
-    assert s == member_seed(1, 2, "2019032512")
-    assert len({s, member_seed(2, 2, "2019032512"), member_seed(1, 3, "2019032512"), member_seed(1, 2, "2019032513")}) == 4
+def test_member_seed_depends_on_seed_stream_sample_date() -> None:
+    s = member_seed(1, "A|historical|r1i1p1f1", 2, "2019032512")
+    assert s == member_seed(1, "A|historical|r1i1p1f1", 2, "2019032512")
+    others = {member_seed(2, "A|historical|r1i1p1f1", 2, "2019032512"),
+              member_seed(1, "A|historical|r2i1p1f1", 2, "2019032512"),
+              member_seed(1, "A|ssp245|r1i1p1f1", 2, "2019032512"),
+              member_seed(1, "B|historical|r1i1p1f1", 2, "2019032512"),
+              member_seed(1, "A|historical|r1i1p1f1", 3, "2019032512"),
+              member_seed(1, "A|historical|r1i1p1f1", 2, "2019032513")}
+    assert s not in others and len(others) == 6
+    assert noise_stream("A", "historical", "s1961-r1i1p1f1") == "A|historical|s1961-r1i1p1f1"
+    with pytest.raises(ValueError, match="member"):
+        noise_stream("A", "historical", "")
+
+
+def test_members_get_independent_noise(uk: dict) -> None:
+    """Two driving members on the same dates: their sampled fine-scale noise is uncorrelated.
+
+    The noise of a run is isolated as the difference of two of its samples (the conditional mean
+    cancels); with noise seeded by (seed, sample, date) alone, both members' differences were
+    identical (r = 1). The same job twice is bit-identical.
+    """
+    dl = Downscaler.load(uk["ckpt"], device="cpu")
+    coarse = uk["coarse"].isel(time=slice(30, 34))
+    kw = dict(samples=[1, 2], seed=5, steps=2, churn=0.0)
+    r1 = dl.sample(coarse, stream=noise_stream("GCM", "ssp245", "r1i1p1f1"), **kw).tas.values.astype(np.float64)
+    r2 = dl.sample(coarse, stream=noise_stream("GCM", "ssp245", "r2i1p1f1"), **kw).tas.values.astype(np.float64)
+    again = dl.sample(coarse, stream=noise_stream("GCM", "ssp245", "r1i1p1f1"), **kw).tas.values
+    np.testing.assert_array_equal(again, r1.astype(np.float32))
+    n1, n2 = (r1[0] - r1[1]).ravel(), (r2[0] - r2[1]).ravel()
+    assert n1.std() > 1e-3  # the samples of a member do differ
+    r = float(np.corrcoef(n1, n2)[0, 1])
+    assert abs(r) < 0.05, r
 
 
 def test_heun_recovers_gaussian_variance() -> None:
@@ -242,7 +271,7 @@ def test_tiles_blend_without_seams(uk: dict) -> None:
     dl = Downscaler.load(uk["ckpt"], device="cpu")
     dl.patch = 16  # force tiling of the 32 x 48 domain into 16 x 16 tiles (overlap 4)
     coarse = uk["coarse"].isel(time=slice(0, 4))
-    out = dl.sample(coarse, samples=[1, 2], seed=3, steps=3).tas.values  # (S, T, 32, 48)
+    out = dl.sample(coarse, samples=[1, 2], seed=3, steps=3, stream="test").tas.values  # (S, T, 32, 48)
     from aid.regrid import upsample
 
     # the generated residual (large-scale gradients of the coarse field would hide a seam)
@@ -283,7 +312,7 @@ def test_checkpoint_round_trip(uk: dict) -> None:
     # normalisation statistics are those of the training fields
     assert abs(float(content["norm_mean"][0]) - float(uk["fine"].tas.mean())) < 0.01
     # 5 steps from a low sigma_max: a 40-step model is too rough for EDM's sigma_max = 80
-    out = dl.sample(uk["coarse"].isel(time=slice(0, 4)), samples=[1], seed=0, steps=5, sigma_max=2.0)
+    out = dl.sample(uk["coarse"].isel(time=slice(0, 4)), samples=[1], seed=0, steps=5, sigma_max=2.0, stream="test")
     np.testing.assert_allclose(out.lat.values, uk["fine"].lat.values)
     # the sample sits near the truth (40 training steps; bicubic MAE here is ~0.6 K)
     assert float(np.abs(out.tas.values[0] - uk["fine"].tas.values[:4]).mean()) < 1.5
@@ -343,7 +372,7 @@ def test_checkpoint_for_other_variables_refused(uk: dict) -> None:
         Downscaler.load(uk["ckpt"], device="cpu", expect_variables=["tas", "pr"])
     dl = Downscaler.load(uk["ckpt"], device="cpu")
     with pytest.raises(CheckpointError, match="lacks"):
-        dl.sample(uk["coarse"].rename(tas="pr").isel(time=[0]), samples=[1], seed=0, steps=1)
+        dl.sample(uk["coarse"].rename(tas="pr").isel(time=[0]), samples=[1], seed=0, steps=1, stream="test")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +392,7 @@ def test_precipitation_never_negative(tmp_path: Path, pr_transform: str) -> None
     write_netcdf(coarse, tmp_path / "coarse.nc")
     ck = train_from_config(cfg, [tmp_path / "fine.nc"], [tmp_path / "coarse.nc"], STATIC, tmp_path / "pr.pt", threads=1)
     dl = Downscaler.load(ck, device="cpu")
-    out = dl.sample(coarse.isel(time=slice(0, 6)), samples=[1, 2], seed=1, steps=2, churn=5.0)
+    out = dl.sample(coarse.isel(time=slice(0, 6)), samples=[1, 2], seed=1, steps=2, churn=5.0, stream="test")
     assert float(out.pr.min()) >= 0.0
     assert float(out.pr.max()) > 1.0  # real rain on the flood day survives
     # a drier-than-zero residual in model space maps to exactly zero, never below

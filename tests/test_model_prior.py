@@ -155,7 +155,7 @@ def test_checkpoint_with_prior_and_tuned_sampler(march: dict, tmp_path: Path) ->
     assert sampler_settings({"steps": 9, "sigma_max": 5.0}, dl.sampler_defaults)["steps"] == 9
     # offset mode: the members' mean sits near bicubic + prior, not near bicubic alone
     c_test = march["coarse"].isel(time=np.flatnonzero(march["test"])[:6])
-    out = dl.sample(c_test, samples=[1, 2, 3, 4], seed=0, **dl.sampler_defaults)
+    out = dl.sample(c_test, samples=[1, 2, 3, 4], seed=0, **dl.sampler_defaults, stream="test")
     truth = march["fine"].tas.sel(time=c_test.time).values
     bic = upsample(c_test, march["grid"], "bicubic").tas.transpose("time", "lat", "lon").values
     assert np.abs(out.tas.mean("sample").values - truth).mean() < 0.8 * np.abs(bic - truth).mean()

@@ -30,6 +30,22 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _noise_stream(args: argparse.Namespace, coarse: Any) -> str:
+    """The driving run's noise stream: --source/--experiment/--member, else the input's CMIP6 attributes."""
+    from aid.errors import ConfigError
+    from aid.model.sampler import noise_stream
+
+    keys = {"source": "source_id", "experiment": "experiment_id", "member": "variant_label"}
+    parts = {k: getattr(args, k) or coarse.attrs.get(a) or coarse.attrs.get(f"driving_{a}") for k, a in keys.items()}
+    missing = [k for k, v in parts.items() if not v]
+    if missing:
+        raise ConfigError(
+            f"aid sample: cannot tell which driving run {', '.join(args.coarse)} is (no "
+            f"{', '.join(keys[k] for k in missing)} attribute); every run needs its own diffusion noise.",
+            "pass " + " ".join(f"--{k} NAME" for k in missing) + ".")
+    return noise_stream(parts["source"], parts["experiment"], parts["member"])
+
+
 def _run_sample(args: argparse.Namespace) -> int:
     import xarray as xr
 
@@ -44,7 +60,7 @@ def _run_sample(args: argparse.Namespace) -> int:
         coarse = coarse.sel(time=slice(args.start, args.end))
     samples = args.sample or [1]
     out = dl.sample(coarse, samples=samples, seed=args.seed, steps=args.steps, churn=args.churn, rho=args.rho,
-                    progress=True)
+                    progress=True, stream=_noise_stream(args, coarse))
     out.attrs.update(provenance_attrs("sample", checkpoint=relpath_or_name(args.checkpoint),
                                       checkpoint_sha256=dl.checkpoint_sha256))
     write_netcdf(out, args.out)
@@ -73,6 +89,9 @@ def register(sub: Any) -> None:
     s.add_argument("--out", required=True, help="output NetCDF")
     s.add_argument("--sample", type=int, action="append", default=None, help="sample index (repeatable; default 1)")
     s.add_argument("--seed", type=int, default=2024)
+    for k, a in (("source", "source_id"), ("experiment", "experiment_id"), ("member", "variant_label")):
+        s.add_argument(f"--{k}", default=None,
+                       help=f"driving {k} (default: the input's {a} attribute); seeds the run's own noise stream")
     s.add_argument("--steps", type=int, default=6, help="Heun steps (2*steps-1 network evaluations)")
     s.add_argument("--churn", type=float, default=0.0, help="S_churn (0 = deterministic ODE)")
     s.add_argument("--rho", type=float, default=7.0)

@@ -176,13 +176,16 @@ class Downscaler:
         max_batch: int = 256,
         progress: bool = False,
         sigma_max: float | None = None,
+        *,
+        stream: str,
     ) -> np.ndarray:
         """Sampled residuals in normalised units, (sample, time, C, H, W) float64.
 
         The diffusion runs in model units (normalised / :attr:`res_scale`); the result is scaled back.
         ``cond`` is the normalised conditioning without the static channels (upsampled coarse,
         then the prior's channels when the checkpoint has a prior), ``keys`` the date keys of the
-        member seeds. :meth:`sample` builds these from a coarse dataset; training's sampler tuning
+        member seeds, ``stream`` the driving run's noise stream
+        (:func:`aid.model.sampler.noise_stream`). :meth:`sample` builds these from a coarse dataset; training's sampler tuning
         calls this directly on its validation fields.
         """
         samples = [int(s) for s in samples]
@@ -200,7 +203,7 @@ class Downscaler:
             for d0 in range(0, nt, days_per_batch):
                 days = range(d0, min(nt, d0 + days_per_batch))
                 rows = [(d, s) for d in days for s in samples]
-                gens = [torch.Generator().manual_seed(member_seed(seed, s, keys[d])) for d, s in rows]
+                gens = [torch.Generator().manual_seed(member_seed(seed, stream, s, keys[d])) for d, s in rows]
                 di = torch.tensor([d for d, _ in rows])
                 cb = torch.from_numpy(np.ascontiguousarray(cond, dtype=np.float32))[di].to(self.device)
                 # the static channels joined once per batch (not once per network evaluation)
@@ -242,11 +245,14 @@ class Downscaler:
         max_batch: int = 256,
         progress: bool = False,
         sigma_max: float | None = None,
+        *,
+        stream: str,
     ) -> xr.Dataset:
         """Downscale ``coarse`` (time, lat, lon; physical units) -> (sample, time, lat, lon) float32.
 
-        Each (sample, time) member starts from noise seeded by (seed, sample, date) only, so any
-        subset of samples or days reproduces bit-identically on CPU. pr is clipped to >= 0.
+        Each (sample, time) member starts from noise seeded by (seed, stream, sample, date) only, so
+        any subset of samples or days reproduces bit-identically on CPU, and different driving runs
+        (``stream``, :func:`aid.model.sampler.noise_stream`) get independent noise. pr is clipped to >= 0.
         ``sigma_max`` overrides the checkpoint's starting noise level (normalised units).
         """
         from aid.regrid import normalise_coords
@@ -265,7 +271,7 @@ class Downscaler:
         if prior is not None:
             cond = np.concatenate([cond, prior], axis=1)
         r = self.sample_normalised(cond, tfeat, date_keys(times), samples, seed, steps, churn, rho, max_batch,
-                                   progress, sigma_max)
+                                   progress, sigma_max, stream=stream)
         if offset is not None:
             r = r + offset[None]
         ns, nt, c, h, w = r.shape
@@ -280,5 +286,6 @@ class Downscaler:
             attrs.setdefault("units", UNITS.get(v, ""))
             out[v] = (("sample", "time", "lat", "lon"), phys[:, :, i], attrs)
         out.attrs.update({"aid_checkpoint_sha256": self.checkpoint_sha256, "aid_sampler_seed": str(seed),
-                          "aid_sampler_steps": str(steps), "aid_sampler_churn": str(churn), "aid_sampler_rho": str(rho)})
+                          "aid_sampler_steps": str(steps), "aid_sampler_churn": str(churn), "aid_sampler_rho": str(rho),
+                          "aid_sampler_noise_stream": stream})
         return out

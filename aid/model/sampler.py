@@ -1,7 +1,11 @@
 """EDM Heun sampler (Karras et al. 2022, Algorithm 2) with per-member seeded noise.
 
-Why one ``torch.Generator`` per (sample, date): the initial noise and any churn noise of a member
-depend only on (seed, sample index, date), never on which other members or days share the batch.
+Why one ``torch.Generator`` per (stream, sample, date): the initial noise and any churn noise of a
+member depend only on (seed, noise stream, sample index, date), never on which other members or
+days share the batch. The stream names the driving run (source, experiment, member; see
+:func:`noise_stream`), so two GCM members, two scenarios or the evaluation run never share the
+fine-scale detail of a date: sharing it would copy the sampled detail across the ensemble and
+understate its spread.
 Together with fixed-size micro-batches on CPU (see :func:`chunked`), any member of any year can be
 regenerated alone, bit-identically, from the deliverable's recorded seed.
 """
@@ -16,14 +20,22 @@ import torch
 from tqdm.auto import tqdm
 
 #: CPU micro-batch: every network call sees exactly this many rows (the tail is padded), so a
-#: member's result cannot depend on the batch size the caller chose. 16 rows: 5.2 ms per member
-#: evaluation of the default network against 6.0 ms at 8 (bench/sampler.py, cpu_options).
+#: member's result cannot depend on the batch size the caller chose. The size is the fastest of
+#: those bench/sampler.py compares (its ``cpu_options``).
 CPU_MICRO_BATCH = 16
 
 
-def member_seed(seed: int, sample: int, date_key: str) -> int:
-    """A 63-bit generator seed from (global seed, sample index, date), stable across platforms."""
-    digest = hashlib.sha256(f"aid-edm|{int(seed)}|{int(sample)}|{date_key}".encode()).digest()
+def noise_stream(source: str, experiment: str, member: str) -> str:
+    """The noise-stream key of one driving run: every (source, experiment, member) its own noise."""
+    for name, value in (("source", source), ("experiment", experiment), ("member", member)):
+        if not value or "|" in str(value):
+            raise ValueError(f"noise_stream: {name} {value!r} must be a non-empty string without '|'.")
+    return f"{source}|{experiment}|{member}"
+
+
+def member_seed(seed: int, stream: str, sample: int, date_key: str) -> int:
+    """A 63-bit generator seed from (global seed, noise stream, sample index, date), platform-stable."""
+    digest = hashlib.sha256(f"aid-edm|{int(seed)}|{stream}|{int(sample)}|{date_key}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 

@@ -1,19 +1,11 @@
 """Sampler settings chosen for each checkpoint on its own validation fields, stored with it.
 
-Why per checkpoint: the few-step Heun settings that give the best ensemble depend on the network.
-Measured (bench/sampler_settings.py, bench/sampler.py): 6 steps from sigma_max 2 beat IPSL-AID's
-19-evaluation sampler on the default pipeline's checkpoint (tas CRPS 0.192 vs 0.233 K) but lost on
-the hourly UK checkpoint (0.343 vs 0.295 K), where 6 steps from sigma_max 20 with rho 4 won. So
-training ends by scoring a small grid of settings, all within :data:`MAX_NFE` network evaluations,
-with the fair CRPS of a few members on held-out validation fields, and the winner becomes the
-checkpoint's default (config ``downscale`` keys left null use it; set them to override).
-
-With this tuning (2026-12-01): the UK checkpoint chose 5 steps from sigma_max 2 (9 evaluations),
-CRPS 0.283 K against 0.286 K for IPSL-AID's sampler on all test hours; the default run's six-variable
-checkpoint chose 6 steps from sigma_max 5, rho 4: tas 0.184 vs 0.197 K, but pr 1.381 vs 1.338 mm/d
-(pr alone prefers the stochastic high-sigma sampler; the score here averages all channels). Trained
-with sigma_relative (residual channels at sigma_data 0.5), the same run's checkpoint again chose 6
-steps from sigma_max 5, rho 4 (model units): tas 0.131 vs 0.138 K, pr 1.336 vs 1.305 mm/d.
+Why per checkpoint: the few-step Heun settings that give the best ensemble depend on the network
+(bench/sampler_settings.py and bench/sampler.py compare them; their JSON and the README hold the
+figures). So training ends by scoring a small grid of settings, all within :data:`MAX_NFE` network
+evaluations, with the fair CRPS of a few members on held-out validation fields, and the winner
+becomes the checkpoint's default (config ``downscale`` keys left null use it; set them to override).
+The score averages all channels in units of their std, so one variable cannot pick the sampler alone.
 """
 
 from __future__ import annotations
@@ -27,9 +19,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: (steps, sigma_max, rho) candidates, churn 0 (deterministic ODE); 2*steps-1 network evaluations.
-#: sigma_max 5 and 5 steps joined the grid after the UK sweep of bench/sampler.py (offset-prior
-#: checkpoint, 10 members, all 168 test hours): 5 steps from sigma_max 5 (9 evaluations) scored fair CRPS
-#: 0.281 K against 0.285 K for 6 steps from sigma_max 2 and 0.286 K for IPSL-AID's 19-evaluation sampler.
+#: The grid spans the settings that won on the benches' sweeps (bench/sampler.py), within MAX_NFE.
 CANDIDATES: tuple[tuple[int, float, float], ...] = tuple(
     (steps, sm, rho) for steps in (4, 5, 6) for sm in (2.0, 5.0, 20.0, 80.0) for rho in (7.0, 4.0))
 MAX_NFE = 11
@@ -37,6 +27,10 @@ MAX_NFE = 11
 TIE = 0.005
 #: Settings used when a checkpoint carries none (trained before tuning existed, or tuning off).
 FALLBACK = {"steps": 6, "churn": 0.0, "rho": 7.0}
+
+
+#: The validation fields' own noise stream (never a driving run's, see aid.model.sampler.noise_stream).
+TUNING_STREAM = "aid-sampler-tuning"
 
 
 def fair_crps(ens: np.ndarray, obs: np.ndarray) -> np.ndarray:
@@ -66,7 +60,7 @@ def tune_sampler(dl: Any, cond: np.ndarray, tfeat: np.ndarray, keys: Sequence[st
         if 2 * steps - 1 > MAX_NFE:
             continue
         ens = dl.sample_normalised(cond, tfeat, keys, list(range(1, members + 1)), seed, steps, 0.0, rho,
-                                   sigma_max=sigma_max)
+                                   sigma_max=sigma_max, stream=TUNING_STREAM)
         crps = float(fair_crps(ens, target).mean())
         rows.append({"steps": int(steps), "churn": 0.0, "rho": float(rho), "sigma_max": float(sigma_max),
                      "network_evaluations": 2 * int(steps) - 1, "crps_fair_normalised": crps})

@@ -24,11 +24,10 @@ from torch import nn
 #: Architecture presets (model.size). ``blocks`` is per level; ``attn`` lists levels with attention.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"base": 8, "mults": (1, 2), "blocks": (1, 1), "attn": (), "emb": 32, "patch": 64, "dropout": 0.0},
-    # default: 1.03 M params, 99 MFLOP per evaluation at 32 x 40, ~1.3 ms/eval batched on 2 CPU cores
-    # (15 jobs x 365 days x 3 samples x 11 evaluations ~ 4 min).
+    # default: sized so the default run's downscaling fits a laptop's CPU (cost: bench/sampler.py).
     "default": {"base": 8, "mults": (1, 2, 4, 8), "blocks": (1, 1, 2, 2), "attn": (3,), "emb": 64, "patch": 128,
                 "dropout": 0.1},
-    # paper: 89 M params, 18.4 GFLOP per evaluation at 32 x 40 (GPU).
+    # paper: the IPSL-AID paper's network size (GPU).
     "paper": {"base": 128, "mults": (1, 2, 3, 4), "blocks": (2, 2, 2, 2), "attn": (3,), "emb": 512, "patch": 128,
               "dropout": 0.1},
 }

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from aid import naming
+from aid.config_slice import config_slice
 
 OUT = config["output_dir"]
 VARS = list(config["search"]["variables"])
@@ -23,6 +24,26 @@ wildcard_constraints:
     variable=r"[A-Za-z]+",
     year=r"\d{4}",
     sample=r"\d+",
+
+
+def cfg_slice(*paths):
+    """The config keys one rule reads, as its ``params.config`` (aid.config_slice): Snakemake's
+    params trigger then re-runs the rule's jobs exactly when one of these keys changes."""
+    return config_slice(config, *paths)
+
+
+#: What the downscaling jobs' files are named from (aid.naming.deliverable_paths), besides the model.
+NAMING_KEYS = ("output_dir", "domain.id", "search.variables", "downscale.product_version",
+               "downscale.institution_id")
+#: Driving-data identity written into the deliverables (aid.deliverables.driving_attributes).
+DRIVING_KEYS = ("reference.name", "demo_archive.enabled", "demo_archive.source_id", "demo_archive.institution_id")
+
+
+def execution_settings(wildcards, threads):
+    """Settings that change how a job runs but not its numbers (batch_days: the sampler's noise and
+    micro-batches do not depend on it). A params function of ``threads`` is a *derived* param, which
+    Snakemake does not track, so changing these re-runs nothing."""
+    return {"downscale.batch_days": config["downscale"]["batch_days"]}
 
 
 def catalog_path():

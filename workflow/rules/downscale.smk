@@ -13,10 +13,11 @@ rule downscale:
     benchmark:
         f"{OUT}/benchmarks/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
     params:
-        # Changing the ensemble size, the seed or the sampler re-runs exactly the affected jobs.
-        n_samples=NSAMPLES,
-        seed=config["downscale"]["seed"],
-        sampler={k: config["downscale"].get(k) for k in ("steps", "churn", "rho", "sigma_max")},
+        # Changing the ensemble size, the seed, the sampler or the device re-runs exactly these jobs.
+        config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, "domain.lat", "domain.lon", "downscale.n_samples",
+                         "downscale.seed", "downscale.steps", "downscale.churn", "downscale.rho",
+                         "downscale.sigma_max", "downscale.device"),
+        execution=execution_settings,
     resources:
         gpu=1,
     # One thread per job: on a laptop two single-thread jobs side by side beat one two-thread job
@@ -36,6 +37,9 @@ rule baseline:
         static=config["reference"]["static"],
     output:
         naming.deliverable_patterns(config, baseline=True),
+    params:
+        config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, "domain.lat", "domain.lon", "grid"),
+        execution=execution_settings,
     log:
         f"{OUT}/logs/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
     benchmark:
@@ -53,6 +57,8 @@ rule check:
         baseline=lambda wc: deliverables(wc.source, wc.experiment, wc.member, wc.year, baseline=True),
     output:
         f"{OUT}/checks/{{source}}/{{experiment}}/{{member}}/{{year}}.json",
+    params:
+        config=cfg_slice("search.variables", "downscale.n_samples"),
     log:
         f"{OUT}/logs/check/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
     benchmark:

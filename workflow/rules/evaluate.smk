@@ -28,6 +28,8 @@ rule evaluate:
             subcategory="{variable}",
             labels={"variable": "{variable}", "figure": "{kind}"},
         ),
+    params:
+        config=cfg_slice("evaluation", "indices", "reference.name"),
     log:
         f"{OUT}/logs/evaluate.log",
     benchmark:

@@ -14,6 +14,7 @@ if DEMO:
         params:
             era5_dir=config["demo_archive"]["era5_dir"],
             out_root=lambda wildcards, output: str(Path(output.manifest).parent),
+            config=cfg_slice("demo_archive", "evaluation.period"),
         conda:
             "../../envs/fetch.yaml"
         script:
@@ -53,6 +54,10 @@ rule fetch:
         expand(f"{OUT}/fetch/{{{{source}}}}/{{{{experiment}}}}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
     params:
         variables=VARS,
+        config=lambda wildcards: cfg_slice(
+            "search.variables", "search.table_id", "search.frequency", f"search.experiments.{wildcards.experiment}",
+            "domain.lat", "domain.lon", "domain.halo_cells", "grid.coarse_resolution",
+        ),
     log:
         f"{OUT}/logs/fetch/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
@@ -69,6 +74,8 @@ rule check_fetch:
         expand(f"{OUT}/fetch/{{{{source}}}}/{{{{experiment}}}}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
     output:
         f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/completeness.json",
+    params:
+        config=lambda wildcards: cfg_slice("search.variables", f"search.experiments.{wildcards.experiment}"),
     log:
         f"{OUT}/logs/check_fetch/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:

@@ -8,6 +8,8 @@ rule indices:
         base=index_base_inputs,
     output:
         f"{OUT}/indices/{{source}}/{{experiment}}/{{member}}/r{{sample}}.nc",
+    params:
+        config=cfg_slice("indices", "reference.name"),
     log:
         f"{OUT}/logs/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.log",
     benchmark:
@@ -24,6 +26,8 @@ rule reference_indices:
         expand(f"{OUT}/reference/fine/{{variable}}.nc", variable=VARS),
     output:
         f"{OUT}/indices/reference.nc",
+    params:
+        config=cfg_slice("indices", "reference.name"),
     log:
         f"{OUT}/logs/indices/reference.log",
     benchmark:
@@ -54,6 +58,8 @@ rule ensemble_stats:
             category="Indices",
             subcategory="{experiment}",
         ),
+    params:
+        config=cfg_slice("indices"),
     log:
         f"{OUT}/logs/ensemble_stats/{{source}}_{{experiment}}.log",
     benchmark:

@@ -11,6 +11,8 @@ if not config["model"].get("checkpoint"):
             static=config["reference"]["static"],
         output:
             checkpoint=f"{OUT}/model/checkpoint.pt",
+        params:
+            config=cfg_slice("model", "search.variables", "domain.lat", "domain.lon", "grid", "regrid.backend"),
         log:
             f"{OUT}/logs/train.log",
         benchmark:

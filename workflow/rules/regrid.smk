@@ -10,6 +10,7 @@ rule reference:
         coarse=expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS),
     params:
         variables=VARS,
+        config=cfg_slice("reference", "domain.lat", "domain.lon", "grid", "regrid.backend"),
     log:
         f"{OUT}/logs/reference.log",
     benchmark:
@@ -27,6 +28,8 @@ rule regrid:
         complete=f"{OUT}/fetch/{{source}}/{{experiment}}/{{member}}/completeness.json",
     output:
         expand(f"{OUT}/regrid/{{{{source}}}}/{{{{experiment}}}}/{{{{member}}}}/{{variable}}.nc", variable=VARS),
+    params:
+        config=cfg_slice("regrid", "domain.lat", "domain.lon", "grid"),
     log:
         f"{OUT}/logs/regrid/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
@@ -44,6 +47,8 @@ rule train_adjustment:
         ref=expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS),
     output:
         f"{OUT}/adjust-factors/{{source}}/{{member}}.nc",
+    params:
+        config=cfg_slice("adjust", "reference.name"),
     log:
         f"{OUT}/logs/train_adjustment/{{source}}_{{member}}.log",
     benchmark:
@@ -61,6 +66,8 @@ rule adjust:
         trained=f"{OUT}/adjust-factors/{{source}}/{{member}}.nc",
     output:
         f"{OUT}/adjusted/{{source}}/{{experiment}}/{{member}}.nc",
+    params:
+        config=cfg_slice("adjust", "reference.name"),
     log:
         f"{OUT}/logs/adjust/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:

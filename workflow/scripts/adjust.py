@@ -1,5 +1,5 @@
 from aid.adjust import adjust_files
-from aid.smk import run
+from aid.smk import run, stage_config
 
 run(snakemake, adjust_files, sim_paths=list(snakemake.input.sim), trained_path=snakemake.input.trained,
-    config=snakemake.config, out_path=snakemake.output[0])
+    config=stage_config(snakemake), out_path=snakemake.output[0])

@@ -1,7 +1,7 @@
 from aid.reference import prepare_reference
-from aid.smk import run_each
+from aid.smk import run_each, stage_config
 
 run_each(snakemake, prepare_reference, [
-    dict(config=snakemake.config, variable=v, fine_out=fine, coarse_out=coarse)
+    dict(config=stage_config(snakemake), variable=v, fine_out=fine, coarse_out=coarse)
     for v, fine, coarse in zip(snakemake.params.variables, snakemake.output.fine, snakemake.output.coarse)
 ])

@@ -1,5 +1,5 @@
 from aid.indices import compute_reference_indices
-from aid.smk import run
+from aid.smk import run, stage_config
 
-run(snakemake, compute_reference_indices, config=snakemake.config, paths=list(snakemake.input),
+run(snakemake, compute_reference_indices, config=stage_config(snakemake), paths=list(snakemake.input),
     out_path=snakemake.output[0])

@@ -1,5 +1,5 @@
 from aid.adjust import train_adjustment_files
-from aid.smk import run
+from aid.smk import run, stage_config
 
 run(snakemake, train_adjustment_files, hist_paths=list(snakemake.input.hist), ref_paths=list(snakemake.input.ref),
-    config=snakemake.config, out_path=snakemake.output[0])
+    config=stage_config(snakemake), out_path=snakemake.output[0])
