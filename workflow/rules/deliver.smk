@@ -48,7 +48,9 @@ rule deliver:
         ranges=f"{OUT}/aid-value-ranges.csv",
         sha256sums=f"{OUT}/SHA256SUMS",
     params:
-        config={k: config[k] for k in ("domain", "reference", "downscale", "indices")},
+        config=cfg_slice(
+            "domain.id", "reference.name", "downscale.institution_id", "downscale.product_version", "indices.freq"
+        ),
     log:
         f"{OUT}/logs/deliver.log",
     benchmark:
@@ -89,7 +91,16 @@ rule landing:
             category="Overview",
         ),
     params:
-        config={k: config[k] for k in ("search", "catalog", "domain", "reference", "downscale", "evaluation", "indices")},
+        config=cfg_slice(
+            "search",
+            "catalog",
+            "domain",
+            "reference",
+            "downscale.n_samples",
+            "downscale.seed",
+            "evaluation.period",
+            "indices.base_period",
+        ),
         benchmarks=f"{OUT}/benchmarks",
     log:
         f"{OUT}/logs/landing.log",
