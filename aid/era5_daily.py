@@ -185,6 +185,34 @@ def normalise_layout(ds: xr.Dataset, where: str) -> xr.Dataset:
     return ds
 
 
+def select(ds: xr.Dataset, where: str, start: str | None = None, end: str | None = None,
+           lat: Sequence[float] | None = None, lon: Sequence[float] | None = None) -> xr.Dataset:
+    """The days ``start``..``end`` (inclusive; plus 00:00 of the day after, which closes ``end`` for
+    accumulations) and the box ``lat`` = (south, north), ``lon`` = (west, east) in degrees east, either
+    -180..180 or 0..360 (a box across 0 deg in a 0..360 file is taken from both ends) -- so a
+    remote ARCO store is read only where it is needed."""
+    if start is not None or end is not None:
+        t0 = pd.Timestamp(start) if start is not None else None
+        t1 = pd.Timestamp(end) + pd.Timedelta(days=1) if end is not None else None
+        ds = ds.sel(time=slice(t0, t1))
+        if ds.sizes["time"] == 0:
+            raise DataError(f"{where}: no time step between {start} and {end}.", "check --start/--end against the data.")
+    if lat is not None:
+        s_, n_ = sorted(float(x) for x in lat)
+        keep = np.flatnonzero((ds["lat"].values >= s_ - 1e-9) & (ds["lat"].values <= n_ + 1e-9))
+        ds = ds.isel(lat=keep)
+    if lon is not None:
+        w, e = (float(x) for x in lon)
+        vals = ds["lon"].values
+        keep = np.flatnonzero(((vals - w) % 360.0) <= ((e - w) % 360.0) + 1e-9)
+        ds = ds.isel(lon=keep)
+        wrapped = ((ds["lon"] + 180.0) % 360.0) - 180.0
+        ds = ds.assign_coords(lon=wrapped.values).sortby("lon")
+    if (lat is not None and ds.sizes["lat"] == 0) or (lon is not None and ds.sizes["lon"] == 0):
+        raise DataError(f"{where}: the box lat {lat}, lon {lon} holds no grid cell.", "check --lat/--lon against the data.")
+    return ds
+
+
 # ---------------------------------------------------------------------------------------------
 # Aggregation
 
@@ -321,8 +349,10 @@ def _time_axis(days: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
     return noon, bnds
 
 
-def daily_from_hourly(series: Mapping[str, _Series], variables: Sequence[str] | None) -> xr.Dataset:
-    """Daily variables from hourly ERA5 series (see module doc); the days complete in all of them."""
+def daily_from_hourly(series: Mapping[str, _Series], variables: Sequence[str] | None,
+                      start: str | None = None, end: str | None = None) -> xr.Dataset:
+    """Daily variables from hourly ERA5 series (see module doc); the days complete in all of them
+    (within ``start``..``end`` when given)."""
     plan: dict[str, tuple[str, str]] = {}
     for var, recipes in HOURLY_RECIPES.items():
         if variables is not None and var not in variables:
@@ -346,6 +376,10 @@ def daily_from_hourly(series: Mapping[str, _Series], variables: Sequence[str] | 
     for src in sorted({s for s, _ in plan.values()}):
         s = series[src]
         full, part = complete_days(s.data.indexes["time"], s.freq, src in OVER_PRECEDING_STEP, src)
+        lo = pd.Timestamp(start) if start is not None else pd.Timestamp.min
+        hi = pd.Timestamp(end) if end is not None else pd.Timestamp.max
+        full = full[(full >= lo) & (full <= hi)]
+        part = {d: n for d, n in part.items() if lo <= pd.Timestamp(d) <= hi}
         if part:
             rule = " (a value stamped hh:00 covers the preceding step, so day D needs 01:00 of D to 00:00 of D+1)" if src in OVER_PRECEDING_STEP else ""
             log.warning(
@@ -424,23 +458,28 @@ def era5_daily(
     paths: Sequence[str | os.PathLike[str]],
     variables: Sequence[str] | None = None,
     statistic: str | None = None,
+    **selection: Any,
 ) -> xr.Dataset:
     """The daily dataset (lazy) from ERA5 files: hourly inputs are aggregated, daily ones (CDS
     daily statistics, with ``statistic``) converted. ``variables`` limits the output (default: all
-    that the inputs give)."""
+    that the inputs give); ``selection`` (start, end, lat, lon) is passed to :func:`select`."""
     if not paths:
         raise DataError("no input files given.", "pass ERA5 files (NetCDF, GRIB or Zarr).")
-    return daily_from_datasets([(str(p), open_raw(p)) for p in paths], variables, statistic)
+    return daily_from_datasets([(str(p), open_raw(p)) for p in paths], variables, statistic, **selection)
 
 
 def daily_from_datasets(
     named: Sequence[tuple[str, xr.Dataset]],
     variables: Sequence[str] | None = None,
     statistic: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    lat: Sequence[float] | None = None,
+    lon: Sequence[float] | None = None,
 ) -> xr.Dataset:
     """:func:`era5_daily` of datasets already opened (``(name for messages, dataset as stored)``);
     the reference stage passes the files it opened to detect their frequency (a GRIB is indexed once)."""
-    opened = [(where, normalise_layout(ds, where)) for where, ds in named]
+    opened = [(where, select(normalise_layout(ds, where), where, start, end, lat, lon)) for where, ds in named]
     wanted = set(ERA5_NAMES)
     series = _collect(opened, wanted)
     freqs = {s.freq.name for s in series.values()}
@@ -449,8 +488,16 @@ def daily_from_datasets(
         which = "; ".join(f"{s.name}: {s.freq.describe()} ({', '.join(s.files[:2])})" for s in series.values())
         raise DataError(f"the inputs mix time frequencies ({which}).", "give files of one frequency (all hourly, or all daily statistics).")
     if sub:
-        ds = daily_from_hourly(series, variables)
+        ds = daily_from_hourly(series, variables, start, end)
         kind = f"ERA5 {next(iter(sub))} single levels"
+    elif freqs == {"single"} and statistic is None:
+        files = ", ".join(sorted({f for s in series.values() for f in s.files})[:3])
+        when = str(next(iter(series.values())).data["time"].values[0])[:16]
+        raise DataError(
+            f"{files}: one time step ({when}), so no day can be made from it: a daily value needs every hour of the day.",
+            "give all hours of the days you need (for tp also 00:00 of the next day); if the file is one day of the "
+            "CDS daily statistics, pass --statistic.",
+        )
     elif freqs <= {"day", "single"}:
         if statistic is None:
             files = ", ".join(sorted({f for s in series.values() for f in s.files})[:3])
@@ -464,6 +511,14 @@ def daily_from_datasets(
         which = "; ".join(f"{s.name}: {s.freq.describe()} ({', '.join(s.files[:2])})" for s in series.values())
         raise DataError(f"the inputs are neither hourly nor daily ({which}).",
                         "give ERA5 hourly single levels or the CDS daily statistics; monthly means cannot make daily fields.")
+    if start is not None or end is not None:
+        days = pd.DatetimeIndex(ds.indexes["time"]).floor("D")
+        inside = np.ones(len(days), bool)
+        if start is not None:
+            inside &= days >= pd.Timestamp(start)
+        if end is not None:
+            inside &= days <= pd.Timestamp(end)
+        ds = ds.isel(time=np.flatnonzero(inside))
     ds = ds.transpose("time", ..., "bnds") if "bnds" in ds.dims else ds
     for v in ds.data_vars:
         if v != "time_bnds" and {"lat", "lon"} <= set(ds[v].dims):
@@ -482,12 +537,16 @@ def write_era5_daily(
     out_path: str | os.PathLike[str],
     variables: Sequence[str] | None = None,
     statistic: str | None = None,
+    **selection: Any,
 ) -> Path:
     """``aid era5-daily``: write :func:`era5_daily` of ``paths`` as one CF NetCDF (atomic)."""
     from aid.io import write_netcdf
     from aid.provenance import provenance_attrs, relpath_or_name
 
-    ds = era5_daily(paths, variables, statistic)
+    ds = era5_daily(paths, variables, statistic, **selection)
+    if ds.sizes["time"] == 0:
+        raise DataError(f"no complete day between {selection.get('start')} and {selection.get('end')}.",
+                        "widen --start/--end or give the missing hours.")
     names = [relpath_or_name(p) if "://" not in str(p) else str(p) for p in paths]
     ds.attrs.update(provenance_attrs(
         "era5-daily",

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -65,12 +66,18 @@ def test_uk_grib_gives_31_days_of_exact_mean_max_min(uk_daily: xr.Dataset, uk_ho
 
 
 def test_arco_zarr_gives_the_same_days(uk_hourly: xr.DataArray, uk_daily: xr.Dataset, tmp_path: Path) -> None:
-    """An ARCO-style store (long variable names, time/latitude/longitude) written from the real GRIB."""
+    """An ARCO-style store written from the real GRIB: long variable names, time/latitude/longitude,
+    longitudes 0..360 (the UK box crosses 0 deg), read only for the days and box asked for."""
     arco = uk_hourly.drop_vars(["number", "step", "surface", "valid_time"]).to_dataset(name="2m_temperature")
+    arco = arco.assign_coords(longitude=arco.longitude % 360.0).sortby("longitude")
     arco.chunk({"time": 24}).to_zarr(tmp_path / "era5-arco.zarr", consolidated=True)
-    got = era5_daily([tmp_path / "era5-arco.zarr"]).compute()
+    lazy = era5_daily([tmp_path / "era5-arco.zarr"], start="2019-03-02", end="2019-03-30", lat=(51.0, 57.0), lon=(-8.0, 1.0))
+    assert all(lazy[v].chunks is not None for v in ("tas", "tasmax", "tasmin"))  # nothing read yet: dask graphs
+    got = lazy.compute()
+    assert got.sizes["time"] == 29 and got.lon.values[[0, -1]].tolist() == [-8.0, 1.0]
+    want = uk_daily.sel(time=slice("2019-03-02", "2019-03-30"), lat=slice(57.0, 51.0), lon=slice(-8.0, 1.0))
     for v in ("tas", "tasmax", "tasmin"):
-        np.testing.assert_array_equal(got[v].values, uk_daily[v].values)
+        np.testing.assert_array_equal(got[v].transpose("time", "lat", "lon").values, want[v].values)
 
 
 def _wam(shared_data: Path, var: str) -> Path:
@@ -132,6 +139,29 @@ def test_ontario_tp_daily_total_follows_the_accumulation_rule(shared_data: Path)
     assert float(got.pr.max()) > 10.0  # real rain days
     assert got.pr.attrs["units"] == "mm d-1" and got.pr.attrs["standard_name"] == "lwe_precipitation_rate"
     assert "01:00 of the day to 00:00 of the next day" in got.pr.attrs["aid_daily_method"]
+
+
+def test_grib_accumulation_layout_forecast_start_and_step(shared_data: Path) -> None:
+    """cfgrib reads ERA5 GRIB accumulations as (time = forecast start 06/18 UTC, step 1..12 h) with a
+    2-D valid_time; the same real Ontario hours put in that layout give the same daily totals."""
+    from aid.era5_daily import daily_from_datasets
+
+    path = shared_data / "era5" / "era5-hourly-tp-2002-10-ontario-5x7.nc"
+    raw = xr.open_dataset(path)["tp"].load()
+    starts = pd.date_range("2002-09-30T18:00", "2002-10-31T18:00", freq="12h")
+    steps = pd.to_timedelta(np.arange(1, 13), "h")
+    valid = starts.values[:, None] + steps.values[None, :]
+    pos = pd.DatetimeIndex(raw.time.values).get_indexer(valid.ravel()).reshape(valid.shape)
+    arr = np.where((pos >= 0)[..., None, None], raw.values[np.clip(pos, 0, None)], np.nan)
+    grib_like = xr.Dataset(
+        {"tp": (("time", "step", "latitude", "longitude"), arr, {"units": "m"})},
+        coords={"time": starts, "step": steps, "valid_time": (("time", "step"), valid),
+                "latitude": raw.rlat.values, "longitude": raw.rlon.values, "number": 0, "surface": 0.0},
+    )
+    got = daily_from_datasets([("grib-like", grib_like)]).compute()
+    ref = era5_daily([path]).compute()
+    assert got.sizes["time"] == 30
+    np.testing.assert_array_equal(got.pr.values, ref.pr.values)
 
 
 def test_cds_daily_statistics_need_and_use_the_statistic(uk_hourly: xr.DataArray, tmp_path: Path) -> None:

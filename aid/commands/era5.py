@@ -10,7 +10,8 @@ from typing import Any
 def _run(args: argparse.Namespace) -> int:
     from aid.era5_daily import write_era5_daily
 
-    print(write_era5_daily(args.files, args.out, variables=args.variables, statistic=args.statistic))
+    print(write_era5_daily(args.files, args.out, variables=args.variables, statistic=args.statistic,
+                           start=args.start, end=args.end, lat=args.lat, lon=args.lon))
     return 0
 
 
@@ -35,4 +36,9 @@ def register(sub: Any) -> None:
                    help="daily variables to write (default: every one the inputs give)")
     p.add_argument("--statistic", choices=STATISTICS, default=None,
                    help="for daily inputs (CDS daily statistics): the statistic the files hold")
+    p.add_argument("--start", default=None, metavar="YYYY-MM-DD", help="first day to write (default: the first complete day)")
+    p.add_argument("--end", default=None, metavar="YYYY-MM-DD", help="last day to write (default: the last complete day)")
+    p.add_argument("--lat", nargs=2, type=float, default=None, metavar=("SOUTH", "NORTH"), help="keep this latitude band")
+    p.add_argument("--lon", nargs=2, type=float, default=None, metavar=("WEST", "EAST"),
+                   help="keep this longitude band (degrees east, -180..180 or 0..360; may cross 0)")
     p.set_defaults(func=_run)
