@@ -105,7 +105,8 @@ TIME_CHUNK = 24
 
 def _is_zarr(path: str) -> bool:
     p = path.rstrip("/")
-    return p.endswith(".zarr") or "://" in p or (Path(p).is_dir() and (Path(p) / ".zgroup").exists()) or (
+    remote_file = "://" in p and p.lower().endswith((".nc", ".nc4", ".grib", ".grb", ".grib2", ".grb2"))
+    return p.endswith(".zarr") or ("://" in p and not remote_file) or (Path(p).is_dir() and (Path(p) / ".zgroup").exists()) or (
         Path(p).is_dir() and (Path(p) / "zarr.json").exists()
     )
 
