@@ -21,6 +21,7 @@ from aid.errors import AidError
 COMMAND_MODULES = (
     "demo",
     "catalog",
+    "era5",
     "fetch",
     "regrid",
     "adjust",

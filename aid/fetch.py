@@ -37,6 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from aid.errors import ConfigError, DataError
+from aid.frequency import require_daily
 from aid.io import open_dataset, write_netcdf, write_text
 from aid.provenance import provenance_attrs, relpath_or_name
 from aid.standardise import CANONICAL_UNITS, standardise
@@ -53,6 +54,12 @@ PHYSICAL_BOUNDS: dict[str, tuple[float, float]] = {
     "vas": (-150.0, 150.0),
     "sfcWind": (0.0, 150.0),
 }
+
+#: The fix for a sub-daily file where daily data are required.
+_NOT_DAILY_FIX = (
+    "fetch the daily files of this dataset: set search.table_id: day (and search.frequency: day where the catalog "
+    "has a frequency column), or keep only daily files in the catalog."
+)
 
 #: CMIP6 global attributes carried over from the source file.
 _KEEP_GLOBAL = (
@@ -261,6 +268,7 @@ def _open_standardised(
         for c, hw in _bounds_halfwidths(raw).items():
             halfwidths.setdefault(c, {}).update(hw)
         std = standardise(raw, variable, str(p))
+        require_daily(std, f"{key}: {p}", _NOT_DAILY_FIX)  # headers and catalogs may not say; the time steps do
         parts.append(std.load())
         raw.close()
     if len(parts) == 1:

@@ -42,14 +42,35 @@ def reference_files(config: Mapping[str, Any], variable: str) -> list[Path]:
 
 def open_reference(config: Mapping[str, Any], variable: str) -> xr.Dataset:
     """All reference files of ``variable``, standardised (CF name, units, lat ascending,
-    lon -180..180, daily stamps at 12:00) and concatenated in time."""
-    from aid.io import open_dataset
+    lon -180..180, daily stamps at 12:00) and concatenated in time.
+
+    Each file's frequency is read from its time steps: daily files are used as they are; sub-daily
+    ones (ERA5 hourly as the CDS delivers it) are aggregated to days by :mod:`aid.era5_daily` when
+    ``reference.aggregate_subdaily`` is true and refused otherwise; monthly ones are refused.
+    """
+    from aid.era5_daily import daily_from_datasets, open_raw
+    from aid.frequency import detect_frequency, ensure_time_dim, require_daily, time_coordinate
     from aid.standardise import standardise
 
+    aggregate = bool(config["reference"]["aggregate_subdaily"])
     parts = []
+    subdaily: list[tuple[str, xr.Dataset]] = []
     for path in reference_files(config, variable):
-        ds = open_dataset(path)
-        parts.append(standardise(ds, variable, str(path)))
+        ds = ensure_time_dim(open_raw(path))
+        t = time_coordinate(ds)
+        if t is not None and detect_frequency(t).subdaily and aggregate:
+            subdaily.append((str(path), ds))
+            continue
+        require_daily(
+            ds, f"reference.files.{variable}: {path}",
+            f"set reference.aggregate_subdaily: true to aggregate it to days in the reference rule, or run "
+            f"`aid era5-daily {path} --out DAILY.nc` and point reference.files.{variable} at DAILY.nc.",
+        )
+        parts.append(standardise(ds.chunk({"time": 31}) if "time" in ds.dims else ds, variable, str(path)))
+    if subdaily:
+        where = f"reference.files.{variable} ({len(subdaily)} sub-daily file(s) aggregated to days: {subdaily[0][0]}{' ...' if len(subdaily) > 1 else ''})"
+        log.info("%s", where)
+        parts.append(standardise(daily_from_datasets(subdaily, variables=[variable]), variable, where))
     ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time", data_vars="minimal", coords="minimal",
                                                      compat="override", combine_attrs="drop_conflicts")
     if "time" in ds.dims:

@@ -100,17 +100,10 @@ def _find_variable(ds: xr.Dataset, variable: str, where: str) -> str:
 
 
 def _is_daily(time: xr.DataArray) -> bool:
-    """True when consecutive time steps are about one day apart (median step 0.5..1.5 days)."""
-    if time.size < 2:
-        return True  # one step: treat as a day (a single daily file, e.g. MIROC6 2015-01-01)
-    vals = time.values
-    try:
-        diffs = np.array([(b - a) for a, b in zip(vals[:-1], vals[1:])])
-        secs = np.array([d / np.timedelta64(1, "s") if isinstance(d, np.timedelta64) else d.total_seconds() for d in diffs])
-    except Exception:  # pragma: no cover - exotic time types
-        return False
-    med = float(np.median(secs))
-    return 0.5 * 86400 <= med <= 1.5 * 86400
+    """True for daily steps, or a single step (a one-day file, e.g. MIROC6 2015-01-01)."""
+    from aid.frequency import detect_frequency
+
+    return detect_frequency(time).name in ("day", "single")
 
 
 def _calendar(ds: xr.Dataset) -> str:
@@ -219,8 +212,10 @@ def standardise(ds: xr.Dataset, variable: str, path_or_key: str) -> xr.Dataset:
 
     ``path_or_key`` names the source (file path or catalog dataset key) in every error message.
     """
+    from aid.frequency import ensure_time_dim
+
     where = str(path_or_key)
-    ds = _rename_coords(ds)
+    ds = _rename_coords(ensure_time_dim(ds))
     name = _find_variable(ds, variable, where)
     calendar = _calendar(ds)
     da = ds[name]

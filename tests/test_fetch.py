@@ -150,25 +150,21 @@ def test_cli_fetch_and_check(demo_catalog: Path, tmp_path: Path) -> None:
 # real CMIP6 files and intake-esm's own sample catalog
 
 
-def test_intake_esm_sample_catalog(shared_data: Path, tmp_path: Path) -> None:
-    """intake-esm's own catalog: relative asset paths, no frequency/version columns, monthly data."""
+def test_intake_esm_sample_catalog_monthly_data_refused(shared_data: Path, tmp_path: Path) -> None:
+    """intake-esm's own catalog: relative asset paths, no frequency/version columns, so
+    ``search.frequency: day`` cannot be applied; its data are monthly, and the time steps say so."""
     cfg = _cfg(search={"table_id": "Amon", "experiments": {"historical": [1850, 1850]}},
                domain={"lat": [-89.0, -86.0], "lon": [0.0, 2.0], "halo_cells": 0})
-    del cfg["search"]["frequency"]
-    out = fetch_dataset(shared_data / SAMPLE, cfg, "MRI-ESM2-0", "historical", "r1i1p1f1", "tasmax", tmp_path / "o" / "tasmax.nc")
-    ds = xr.open_dataset(out, decode_times=CFT)
+    assert cfg["search"]["frequency"] == "day"  # asked for, but the catalog has no column to apply it to
     raw_file = next((shared_data / "cmip6/intake-esm-sample/tests/sample_data/cmip/CMIP6/CMIP/MRI/MRI-ESM2-0/historical/r1i1p1f1").rglob("*.nc"))
-    with netCDF4.Dataset(raw_file) as nc:
-        raw = nc["tasmax"][1].data
-        lat = nc["lat"][:].data
-        lon = nc["lon"][:].data
-    assert ds.sizes["time"] == 2
-    assert ds.attrs["calendar"] == "proleptic_gregorian"
-    assert ds.attrs["aid_dataset_key"] == "CMIP.MRI.MRI-ESM2-0.historical.r1i1p1f1.Amon.tasmax.gn"
-    i = int(np.argmin(np.abs(lat - float(ds.lat[0]))))
-    j = int(np.argmin(np.abs(lon - float(ds.lon[0]))))
-    assert float(ds["tasmax"][1, 0, 0]) == pytest.approx(float(raw[i, j]), abs=1e-4)
-    assert 200.0 < float(ds["tasmax"].mean()) < 280.0  # Antarctic plateau, K
+    with pytest.raises(DataError) as exc:
+        fetch_dataset(shared_data / SAMPLE, cfg, "MRI-ESM2-0", "historical", "r1i1p1f1", "tasmax", tmp_path / "o" / "tasmax.nc")
+    assert str(exc.value) == (
+        f"CMIP.MRI.MRI-ESM2-0.historical.r1i1p1f1.Amon.tasmax.gn: {raw_file.resolve()}: the data are monthly "
+        "(2 time steps from 1850-01-16 to 1850-02-15); daily data are required.\n"
+        "Fix: use the daily (table 'day') files of this dataset; aid cannot make daily fields from monthly means."
+    )
+    _no_output(tmp_path / "o")
 
 
 def test_empty_search_lists_available_values(shared_data: Path, tmp_path: Path) -> None:

@@ -2,7 +2,11 @@
 
 
 rule reference:
-    """ERA5 reference on the 0.25 deg domain grid and coarsened (same code path) to the model grid."""
+    """ERA5 reference on the 0.25 deg domain grid and coarsened (same code path) to the model grid.
+
+    Daily reference.files are used as they are; hourly ones (ERA5 as the CDS delivers it) are
+    aggregated to days here when reference.aggregate_subdaily is true (aid.era5_daily), refused otherwise.
+    """
     input:
         reference_inputs(),
     output:
