@@ -19,7 +19,7 @@ DEMO = bool(config.get("demo_archive", {}).get("enabled", False))
 wildcard_constraints:
     source=r"[A-Za-z0-9-]+",
     experiment=r"[A-Za-z0-9-]+",
-    member=r"r\d+i\d+p\d+f\d+",
+    member=naming.MEMBER_RE,
     variable=r"[A-Za-z]+",
     year=r"\d{4}",
     sample=r"\d+",
