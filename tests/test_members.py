@@ -99,7 +99,7 @@ def test_dcpp_member_in_the_workflow_plan(dcpp_catalog: Path, tmp_path: Path) ->
     """Snakemake plans fetch -> downscale for a DCPP member (wildcard constraints, file names)."""
     raw = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     raw["demo_archive"]["enabled"] = False
-    raw["catalog"]["path"] = str(dcpp_catalog)
+    raw["catalog"]["build_root"] = str(ROOT.parent / "shared" / "data" / "cmip6" / "CMIP6")  # a site DRS tree, no catalog yet
     raw["output_dir"] = str(tmp_path / "res")
     raw["search"].update({"sources": ["MPI-ESM1-2-LR"], "members": ["s1980-r6i1p1f1"], "variables": ["tasmax"],
                           "experiments": {"historical": [1981, 1982], "dcppA-hindcast": [1983, 1984]}})
@@ -118,5 +118,6 @@ def test_dcpp_member_in_the_workflow_plan(dcpp_catalog: Path, tmp_path: Path) ->
                                              "AID", "v1", 1, 1983)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"^catalog\s+1$", res.stdout, re.M), res.stdout
     assert re.search(r"^fetch\s+2$", res.stdout, re.M), res.stdout  # dcppA-hindcast and historical of the member
     assert re.search(r"^downscale\s+1$", res.stdout, re.M), res.stdout
