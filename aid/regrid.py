@@ -647,6 +647,14 @@ def regrid(
                 f"dataset with variables {sorted(map(str, ds.data_vars))} has no '{c}' dimension; cannot regrid.",
                 "regrid only gridded (time, lat, lon) fields; point/station data are not supported.",
             )
+    if ds.sizes["lat"] < 2 or ds.sizes["lon"] < 2:
+        what = ds.attrs.get("aid_dataset_key") or ds.attrs.get("source_id") or f"dataset with variables {sorted(map(str, ds.data_vars))}"
+        raise DataError(
+            f"{what}: the source grid has {ds.sizes['lat']} row(s) x {ds.sizes['lon']} column(s); regridding needs "
+            "at least 2 of each (cell edges are taken half-way between neighbouring centres).",
+            "fetch a larger box around the domain (domain.halo_cells, or a larger domain) or use a source "
+            "with more than one cell in each direction.",
+        )
     spatial = [v for v in ds.data_vars if {"lat", "lon"} <= set(ds[v].dims)]
     other = [v for v in ds.data_vars if v not in spatial]
     out = None
