@@ -51,6 +51,7 @@ localrules:
     downscale_member,
     downscale_experiment,
     ensemble_stats,
+    multi_model_stats,
 
 
 if not config["catalog"].get("path"):

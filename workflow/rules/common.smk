@@ -74,6 +74,8 @@ def all_targets():
     for source in SOURCES:
         for experiment in EXPERIMENTS:
             targets.append(f"{OUT}/indices/ensemble/{source}_{experiment}.nc")
+    if len(SOURCES) > 1:
+        targets += [f"{OUT}/indices/multi-model/{experiment}.nc" for experiment in EXPERIMENTS]
     targets.append(f"{OUT}/evaluation/metrics.json")
     return targets
 
@@ -96,6 +98,17 @@ def index_base_inputs(wildcards):
         return []
     files = sample_deliverables(wildcards.source, HIST, wildcards.member, wildcards.sample)
     return [p for v in VARS for p in files[v]]
+
+
+def multi_model_inputs(wildcards):
+    """Index files of every source (``run_<i>``, ``base_<i>``: the historical base of the same realizations)."""
+    ins = {}
+    for i, source in enumerate(SOURCES):
+        ins[f"run_{i}"] = expand(f"{OUT}/indices/{source}/{wildcards.experiment}/{{member}}/r{{sample}}.nc",
+                                 member=MEMBERS, sample=range(1, NSAMPLES + 1))
+        ins[f"base_{i}"] = expand(f"{OUT}/indices/{source}/{HIST}/{{member}}/r{{sample}}.nc",
+                                  member=MEMBERS, sample=range(1, NSAMPLES + 1))
+    return ins
 
 
 def evaluation_inputs():
