@@ -1,7 +1,7 @@
 # Paths, wildcard constraints and target lists shared by every rule file.
 from pathlib import Path
 
-from aid import naming
+from aid import naming, resources
 
 OUT = config["output_dir"]
 VARS = list(config["search"]["variables"])
@@ -23,6 +23,16 @@ wildcard_constraints:
     variable=r"[A-Za-z]+",
     year=r"\d{4}",
     sample=r"\d+",
+
+
+def scaled_mem(rule):
+    """mem_mb of one job, scaled with its domain cells x days x variables (aid/resources.py)."""
+    return lambda wildcards, attempt: resources.request(config, rule, dict(wildcards.items()), attempt)["mem_mb"]
+
+
+def scaled_runtime(rule):
+    """runtime (minutes) of one job, scaled like :func:`scaled_mem`."""
+    return lambda wildcards, attempt: resources.request(config, rule, dict(wildcards.items()), attempt)["runtime"]
 
 
 def catalog_path():

@@ -57,6 +57,9 @@ rule fetch:
         f"{OUT}/logs/fetch/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
         f"{OUT}/benchmarks/fetch/{{source}}_{{experiment}}_{{member}}.tsv"
+    resources:
+        mem_mb=scaled_mem("fetch"),
+        runtime=scaled_runtime("fetch"),
     conda:
         "../../envs/fetch.yaml"
     script:

@@ -12,6 +12,9 @@ rule indices:
         f"{OUT}/logs/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.log",
     benchmark:
         f"{OUT}/benchmarks/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.tsv"
+    resources:
+        mem_mb=scaled_mem("indices"),
+        runtime=scaled_runtime("indices"),
     conda:
         "../../envs/indices.yaml"
     script:
