@@ -354,7 +354,7 @@ def _open_standardised(
                 raw = _isel_runs(raw, "time", np.flatnonzero(keep))
             if "lat" in raw.dims and "lon" in raw.dims:
                 raw = crop_region(raw, box, key, _bounds_halfwidths(raw))
-            std = standardise(raw, variable, a.location)
+            std = _with_lat_bounds(standardise(raw, variable, a.location), raw)
             parts.append(std.load())
             headers.append(header)
             kept.append(a)
@@ -388,6 +388,24 @@ def _open_standardised(
     ds.attrs = attrs
     ds["time"].encoding.update({k: v for k, v in enc.items() if k in ("calendar", "units")})
     return ds, headers
+
+
+def _with_lat_bounds(std: xr.Dataset, raw: xr.Dataset) -> xr.Dataset:
+    """Carry the file's latitude cell bounds (``lat_bnds``) into the standardised crop when they
+    say more than the mid-points between centres (a Gaussian grid): regridding uses them
+    (:func:`aid.regrid.grid.source_lat_bounds`)."""
+    from aid.regrid.grid import source_lat_bounds
+
+    if "lat" not in std.dims or "lat" not in raw.dims:
+        return std
+    b = source_lat_bounds(raw)
+    if b is None:
+        return std
+    by_centre = {round(float(c), 6): row for c, row in zip(np.asarray(raw["lat"].values, dtype="float64"), b)}
+    rows = np.array([by_centre[round(float(c), 6)] for c in std["lat"].values])
+    std["lat_bnds"] = (("lat", "bnds"), rows, {"units": "degrees_north"})
+    std["lat"].attrs["bounds"] = "lat_bnds"
+    return std
 
 
 def _asset_name(a: Asset) -> str:
@@ -453,8 +471,9 @@ def fetch_dataset(
     ds.attrs = attrs
     enc = {variable: {"dtype": "float32", "zlib": True, "complevel": 1, "_FillValue": np.float32(1e20)}}
     enc["time"] = {"units": "days since 1850-01-01", "calendar": attrs["calendar"], "dtype": "float64"}
-    for c in ("lat", "lon"):
-        enc[c] = {"_FillValue": None}
+    for c in ("lat", "lon", "lat_bnds"):
+        if c in ds.variables:
+            enc[c] = {"_FillValue": None}
     enc["time"]["_FillValue"] = None
     write_netcdf(ds, out_path, encoding=enc)
     return Path(out_path)

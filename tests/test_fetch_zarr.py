@@ -114,6 +114,7 @@ def _netcdf_route(site: Path, cfg: dict[str, Any], out: Path) -> xr.Dataset:
 
 def _same(a: xr.Dataset, b: xr.Dataset) -> None:
     np.testing.assert_array_equal(a["tas"].values, b["tas"].values)
+    np.testing.assert_array_equal(a["lat_bnds"].values, b["lat_bnds"].values)
     np.testing.assert_array_equal(a["lat"].values, b["lat"].values)
     np.testing.assert_array_equal(a["lon"].values, b["lon"].values)
     assert a["time"].values.tolist() == b["time"].values.tolist()
@@ -129,6 +130,11 @@ def test_local_zarr_pangeo_catalog_matches_netcdf(site: Path, shared_data: Path,
         i, j = int(np.argmin(np.abs(lat - 52.5))), int(np.argmin(np.abs(lon - 358.59375)))
         raw = float(nc["tas"][0, i, j])
     assert float(ref["tas"].sel(lat=lat[i], lon=-1.40625).item()) == pytest.approx(raw, abs=1e-4)
+    # the Gaussian rows' own bounds travel with the crop (regridding uses them)
+    with netCDF4.Dataset(shared_data / MIROC) as nc:
+        bnds = nc["lat_bnds"][:].data
+    k = np.searchsorted(lat, ref["lat"].values)
+    np.testing.assert_allclose(ref["lat_bnds"].values, bnds[k])
 
     cat = pangeo_catalog(site / "local", f"../{STORE}")  # relative to the catalog folder
     out = fetch_dataset(cat, cfg, "MIROC6", "ssp119", "r1i1p1f1", "tas", tmp_path / "zarr.nc")

@@ -19,6 +19,41 @@ def _rename_latlon(ds: xr.Dataset) -> xr.Dataset:
     return ds.drop_vars(drop, errors="ignore")
 
 
+def source_lat_bounds(ds: xr.Dataset) -> np.ndarray | None:
+    """The source's own latitude cell bounds, (n_lat, 2) in stored row order, or None.
+
+    Taken from the variable the latitude's CF ``bounds`` attribute names (else ``lat_bnds``/
+    ``lat_bounds``), and only when they are usable: one pair per row, within -90..90, each
+    containing its centre, rows not overlapping. Otherwise regridding uses mid-points.
+    """
+    name = "lat" if "lat" in ds.coords else "latitude" if "latitude" in ds.coords else None
+    if name is None or name not in ds.dims:
+        return None
+    cands = [ds[name].attrs.get("bounds"), "lat_bnds", "lat_bounds", "latitude_bnds"]
+    bname = next((c for c in cands if c and c in ds.variables), None)
+    if bname is None:
+        return None
+    b = np.asarray(ds[bname].values, dtype="float64")
+    c = np.asarray(ds[name].values, dtype="float64")
+    if b.shape != (c.size, 2) or not np.isfinite(b).all():
+        return None
+    b = np.sort(b, axis=1)
+    order = np.argsort(c)
+    ok = (b.min() >= -90.0 - 1e-6) and (b.max() <= 90.0 + 1e-6) and np.all((b[:, 0] <= c + 1e-9) & (c <= b[:, 1] + 1e-9))
+    ok = ok and bool(np.all(b[order][1:, 0] >= b[order][:-1, 1] - 1e-6))
+    if not ok or c.size < 2:
+        return None
+    # bounds that are just the mid-points (a regular grid) add nothing: keep the mid-point path,
+    # whose results are then bit for bit what they were
+    cs = c[order]
+    h = float(np.median(np.diff(cs)))
+    mid = np.clip(np.concatenate([[cs[0] - h / 2], (cs[:-1] + cs[1:]) / 2, [cs[-1] + h / 2]]), -90.0, 90.0)
+    edges = np.concatenate([[b[order][0, 0]], b[order][:, 1]])
+    if np.abs(edges - mid).max() <= 1e-6 * abs(h) and np.allclose(b[order][1:, 0], b[order][:-1, 1], atol=1e-6 * abs(h)):
+        return None
+    return b
+
+
 def normalise_coords(ds: xr.Dataset) -> xr.Dataset:
     """lat/lon names, latitude ascending, longitudes in -180..180 sorted.
 

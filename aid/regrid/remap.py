@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from aid.errors import ConfigError, DataError
-from aid.regrid.grid import _outer_edges, _pad_edges, _rename_latlon, _rim_blocks, _spacing, _target_coords, align_longitudes, normalise_coords
+from aid.regrid.grid import source_lat_bounds, _outer_edges, _pad_edges, _rename_latlon, _rim_blocks, _spacing, _target_coords, align_longitudes, normalise_coords
 from aid.regrid.weights import _conservative_plan, _PlanError
 
 log = logging.getLogger(__name__)
@@ -23,17 +23,18 @@ log = logging.getLogger(__name__)
 METHODS = ("conservative", "bilinear", "nearest")
 
 
-def _conservative(src: xr.Dataset, target: xr.Dataset, align: bool) -> xr.Dataset | None:
+def _conservative(src: xr.Dataset, target: xr.Dataset, align: bool, lat_bounds: np.ndarray | None = None) -> xr.Dataset | None:
     """``src.regrid.conservative(target, latitude_coord="lat")`` without moving the data.
 
     With ``align`` the source is taken as stored (any latitude order, 0..360 or -180..180) and
     the plan includes :func:`normalise_coords` + :func:`align_longitudes`, so the result equals the
     accessor applied to ``align_longitudes(normalise_coords(src), target.lon)``. Dask-backed
     variables stay lazy (one call per chunk of the non-spatial dims). Returns None when the grid
-    cannot be mapped (the caller then uses the accessor itself).
+    cannot be mapped (the caller then uses the accessor itself). ``lat_bounds`` (stored row order):
+    the source's own latitude cell bounds, used instead of mid-points between centres.
     """
     try:
-        plan = _conservative_plan(src["lat"].values, src["lon"].values, target, align)
+        plan = _conservative_plan(src["lat"].values, src["lon"].values, target, align, lat_bounds)
     except _PlanError as exc:
         log.warning("conservative regrid: fast path unavailable (%s); using xarray-regrid's accessor", exc)
         return None
@@ -75,7 +76,7 @@ def _xarray_regrid(src: xr.Dataset, target: xr.Dataset, method: str, spatial: li
 
 
 def _regrid_rim(
-    out: xr.Dataset, src: xr.Dataset, target: xr.Dataset, method: str, everywhere: bool = False
+    out: xr.Dataset, src: xr.Dataset, target: xr.Dataset, method: str, everywhere: bool = False, lat_rim: bool = True
 ) -> xr.Dataset:
     """Fill the target rim xarray-regrid masks: centres beyond the outermost source *centre*.
 
@@ -88,7 +89,7 @@ def _regrid_rim(
     """
     tlat, tlon = target["lat"].values, target["lon"].values
     slat, slon = src["lat"].values, src["lon"].values
-    blocks = [("lat", b) for b in _rim_blocks(tlat, slat)] + [("lon", b) for b in _rim_blocks(tlon, slon)]
+    blocks = [("lat", b) for b in (_rim_blocks(tlat, slat) if lat_rim else [])] + [("lon", b) for b in _rim_blocks(tlon, slon)]
     if not blocks:
         return out
     padded = _pad_edges(src)
@@ -180,6 +181,7 @@ def regrid(
         raise ConfigError(f"unknown regrid method {method!r}.", f"use one of {', '.join(METHODS)}.")
     if backend not in ("xarray-regrid", "xesmf"):
         raise ConfigError(f"unknown regrid backend {backend!r}.", "set regrid.backend to xarray-regrid or xesmf.")
+    bounds = source_lat_bounds(ds)
     ds = _rename_latlon(ds)
     target = _target_coords(target_grid)
     tlon = target["lon"].values
@@ -207,11 +209,15 @@ def regrid(
     if backend == "xarray-regrid" and method == "conservative":
         # the data stay as stored; sorting, longitude alignment and the periodic seam live in
         # the weights (see _conservative); only a rim to fill needs the aligned source itself
-        out = _conservative(ds[spatial], target, align=True)
+        # the file's latitude bounds, when it has them, define the rows' extent (and reach the poles)
+        lat_bounds = bounds
+        out = _conservative(ds[spatial], target, align=True, lat_bounds=lat_bounds)
         if out is not None:
-            plan = _conservative_plan(ds["lat"].values, ds["lon"].values, target, True)
-            if _rim_blocks(target["lat"].values, plan.aligned_lat) or _rim_blocks(tlon, plan.aligned_lon):
-                out = _regrid_rim(out, align_longitudes(normalise_coords(ds[spatial]), tlon), target, method)
+            plan = _conservative_plan(ds["lat"].values, ds["lon"].values, target, True, lat_bounds)
+            lat_rim = lat_bounds is None and bool(_rim_blocks(target["lat"].values, plan.aligned_lat))
+            if lat_rim or _rim_blocks(tlon, plan.aligned_lon):
+                out = _regrid_rim(out, align_longitudes(normalise_coords(ds[spatial]), tlon), target, method,
+                                  lat_rim=lat_bounds is None)
             aux = align_longitudes(normalise_coords(ds[other]), tlon) if other else ds
     if out is None:
         ds = aux = align_longitudes(normalise_coords(ds), tlon)

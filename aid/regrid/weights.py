@@ -26,7 +26,35 @@ class _PlanError(ValueError):
     """The formatted source grid cannot be mapped back onto the stored one (use the accessor)."""
 
 
-def _build_plan(src_lat: np.ndarray, src_lon: np.ndarray, target: xr.Dataset, align: bool) -> _ConservativePlan:
+def lat_weights_from_bounds(src_bounds: np.ndarray, tlat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude weights (target x stored row) from the source's own cell bounds.
+
+    Why: xarray-regrid puts a cell's edges half-way between neighbouring centres, which for a
+    Gaussian grid is not where the model's cells are (the edge rows are wider than their spacing
+    suggests: MIROC6's first row spans -90..-88.2 around a centre at -88.93). The weight of row s
+    in target t is the overlap of the two cells in sin(latitude) (area on the sphere), normalised
+    over the rows that overlap t; targets no row overlaps are returned as not covered.
+    """
+    tl = np.asarray(tlat, dtype="float64")
+    mid = (tl[:-1] + tl[1:]) / 2 if tl.size > 1 else np.array([])
+    h = float(np.median(np.diff(tl))) if tl.size > 1 else 1.0
+    t_lo = np.clip(np.concatenate([[tl[0] - h / 2], mid]), -90.0, 90.0)
+    t_hi = np.clip(np.concatenate([mid, [tl[-1] + h / 2]]), -90.0, 90.0)
+    b = np.sort(np.asarray(src_bounds, dtype="float64"), axis=1)
+    s_lo, s_hi = np.clip(b[:, 0], -90.0, 90.0), np.clip(b[:, 1], -90.0, 90.0)
+    lo = np.maximum(t_lo[:, None], s_lo[None, :])
+    hi = np.minimum(t_hi[:, None], s_hi[None, :])
+    ov = np.where(hi > lo, np.sin(np.deg2rad(hi)) - np.sin(np.deg2rad(lo)), 0.0)
+    tot = ov.sum(axis=1)
+    covered = (tl >= s_lo.min() - 1e-9) & (tl <= s_hi.max() + 1e-9) & (tot > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(tot[:, None] > 0, ov / tot[:, None], 0.0)
+    return w, covered
+
+
+def _build_plan(
+    src_lat: np.ndarray, src_lon: np.ndarray, target: xr.Dataset, align: bool, lat_bounds: np.ndarray | None = None
+) -> _ConservativePlan:
     """Ask xarray-regrid for its formatted source grid and 1-D weights; fold them onto the stored grid.
 
     The proxy carries each stored cell's row and column index as data (broadcast views, no
@@ -80,16 +108,24 @@ def _build_plan(src_lat: np.ndarray, src_lon: np.ndarray, target: xr.Dataset, al
     zonal /= zonal.sum()
     cov_lat = (tlat <= flat.max()) & (tlat >= flat.min())
     cov_lon = (tlon <= flon.max()) & (tlon >= flon.min())
+    if lat_bounds is not None:
+        # the file's own cell bounds replace the latitude stage; they reach the poles themselves
+        lat, cov_lat = lat_weights_from_bounds(lat_bounds, tlat)
+        poles = []
     return _ConservativePlan(lat, lon, poles, zonal, cov_lat, cov_lon, aligned_lat, aligned_lon)
 
 
-def _conservative_plan(src_lat: np.ndarray, src_lon: np.ndarray, target: xr.Dataset, align: bool) -> _ConservativePlan:
+def _conservative_plan(
+    src_lat: np.ndarray, src_lon: np.ndarray, target: xr.Dataset, align: bool, lat_bounds: np.ndarray | None = None
+) -> _ConservativePlan:
     """Cached :func:`_build_plan`: a pipeline regrids many files between the same two grids."""
     arrays = [np.ascontiguousarray(a, dtype="float64") for a in (src_lat, src_lon, target["lat"].values, target["lon"].values)]
-    key = (align,) + tuple((a.size, a.tobytes()) for a in arrays)
+    if lat_bounds is not None:
+        arrays.append(np.ascontiguousarray(lat_bounds, dtype="float64"))
+    key = (align, lat_bounds is not None) + tuple((a.size, a.tobytes()) for a in arrays)
     plan = _PLAN_CACHE.get(key)
     if plan is None:
-        plan = _build_plan(arrays[0], arrays[1], target, align)
+        plan = _build_plan(arrays[0], arrays[1], target, align, lat_bounds)
         if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
             _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
         _PLAN_CACHE[key] = plan
