@@ -3,6 +3,7 @@ each other and against the real CMIP6 catalog, and the README's rerun recipes as
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aid.resources import request
 from aid.config import (
     DEFAULT_CONFIG,
     ConfigError,
@@ -86,9 +88,19 @@ def test_years_checked_against_the_real_catalog(cmip6_catalog: Path) -> None:
     ]
 
 
-def _plan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["snakemake", "-n", "--quiet", "rules", "--cores", "1", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+def _plan(tmp_path: Path, *args: str, quiet: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["snakemake", "-n", *(["--quiet", "rules"] if quiet else []), "--cores", "1", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def _job_resources(stdout: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:rule|localrule) \w+:)", stdout):
+        m = re.match(r"(?:rule|localrule) (\w+):", block)
+        r = re.search(r"resources: (.*)", block)
+        if m and r:
+            out.setdefault(m.group(1), []).append(r.group(1))
+    return out
 
 
 def test_snakemake_user_configfile_drops_a_default_experiment_and_refuses_bad_years(tmp_path: Path) -> None:
@@ -96,10 +108,20 @@ def test_snakemake_user_configfile_drops_a_default_experiment_and_refuses_bad_ye
     mine.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "res"),
                                     "search": {"experiments": {"historical": [2012, 2014]}}}))
     # the README's order: targets first, or `--` after --configfile (which takes several files)
-    res = _plan(tmp_path, "--configfile", str(mine))
+    slurm = {"AID_SLURM_QOS": "normal", "AID_SLURM_TRAIN_QOS": "gpu-long", "AID_SLURM_GPU_MODEL": "a100",
+             "AID_SLURM_DOWNSCALE_CONSTRAINT": "hbm"}
+    res = _plan(tmp_path, "--configfile", str(mine), quiet=False, env=slurm)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ssp245" not in res.stdout
     assert re.search(r"^fetch\s+2$", res.stdout, re.M), res.stdout  # historical x 2 members, no ssp245
+    # SLURM settings per rule from the environment (profiles/default), scaled memory/runtime (aid/resources.py)
+    jobs = _job_resources(res.stdout)
+    train, down, fetch = jobs["train"][0], jobs["downscale"][0], jobs["fetch"][0]
+    assert "qos=gpu-long" in train and "gpu_model=a100" in train and "constraint" not in train
+    assert "qos=normal" in down and "constraint=hbm" in down and "gpu_model=a100" in down and "gpu=1" in down
+    assert "qos=normal" in fetch and "gpu_model" not in fetch and "constraint" not in fetch
+    want = request(load_config(), "downscale", {"year": "2013"})
+    assert f"mem_mb={want['mem_mb']}," in down and f"runtime={want['runtime']}," in down
     # regenerate one year: exactly one downscale job planned up to (not past) downscale
     target = f"{tmp_path}/res/checks/AID-ERA5-DERIVED/historical/r1i1p1f1/2013.json"
     res = _plan(tmp_path, "--configfile", str(mine), "--forcerun", "downscale", "--until", "downscale", "--", target)
