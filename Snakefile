@@ -13,13 +13,21 @@ min_version("9.0")
 
 configfile: "config/config.yaml"
 
+# A user's --configfile / --config replaces the default's lists and collections (experiments,
+# reference files, adjustment methods) instead of merging into them; sections still merge.
+from aid.config import check_semantics, check_years, resolve_placeholders, snakemake_user_config
+
+_merged = snakemake_user_config("config/config.yaml", list(workflow.config_settings.configfiles), dict(workflow.config_settings.config))
+config.clear()
+config.update(_merged)
+_source = " + ".join(map(str, workflow.config_settings.configfiles)) or "config/config.yaml"
 
 validate(config, "config/schema.yaml")
 
-# Semantic checks (reversed years, unknown variables, unsafe output paths) beyond the schema.
-from aid.config import check_semantics, resolve_placeholders
-
-check_semantics(config, source="config")
+# Semantic checks (reversed years, unknown variables, unsafe output paths) beyond the schema, and
+# the years given in several places against each other and the user's catalog.
+check_semantics(config, source=_source)
+check_years(config, source=_source)
 config.update(resolve_placeholders(config))  # "{output_dir}" in paths
 
 
@@ -45,6 +53,7 @@ localrules:
     downscale_experiment,
     ensemble_stats,
     landing,
+    multi_model_stats,
 
 
 if not config["catalog"].get("path"):

@@ -226,3 +226,166 @@ def output_path(cfg: Mapping[str, Any], *parts: str) -> Path:
     if not resolved.is_relative_to(root.resolve()):
         raise ConfigError(f"path {path} escapes output_dir {root}.", "use plain facet names.")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's own config file on top of the default
+
+
+def _is_collection(schema: Mapping[str, Any]) -> bool:
+    """A mapping whose keys are data (experiments, variables, fsspec options), not config keys:
+    the schema gives it no ``properties`` but a schema for any key."""
+    return schema.get("type") == "object" and "properties" not in schema and (
+        isinstance(schema.get("additionalProperties"), Mapping) or "propertyNames" in schema
+    )
+
+
+def merge_user_config(base: Mapping[str, Any], user: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``base`` with ``user`` on top: sections merge key by key, values *replace*.
+
+    Why not Snakemake's own merge: it merges every mapping, so a user's ``search.experiments:
+    {historical: ...}`` kept the default's ``ssp245`` (17 stray jobs in a MIROC6 plan). Here the
+    mappings that are collections in the schema (``search.experiments``, ``reference.files``,
+    ``adjust.methods``, ``catalog.storage_options``: see :func:`_is_collection`) and all lists
+    are replaced whole by the user's value; sections (``search``, ``model.train``, ...) still
+    merge, so a user file holds only what it changes.
+    """
+    schema = load_schema() if schema is None else schema
+    out = copy.deepcopy(dict(base))
+    props = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
+    for key, value in user.items():
+        sub = props.get(key, {})
+        if (isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and isinstance(sub, Mapping)
+                and "properties" in sub and not _is_collection(sub)):
+            out[key] = merge_user_config(out[key], value, sub)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def snakemake_user_config(default_path: str | os.PathLike[str], configfiles: list[Any], cli_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config: the default file, then each ``--configfile`` in order, then ``--config``,
+    each on top of the last with :func:`merge_user_config`."""
+    def read(p: Any) -> dict[str, Any]:
+        try:
+            with open(p) as fh:
+                return yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {p} cannot be read ({exc}).", "check the path given to --configfile.") from exc
+
+    cfg = read(default_path)
+    for p in configfiles:
+        if Path(p).resolve() != Path(default_path).resolve():
+            cfg = merge_user_config(cfg, read(p))
+    if cli_config:
+        cfg = merge_user_config(cfg, dict(cli_config))
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Years given in several places, and what the catalog holds
+
+
+def _within(inner: Any, outer: Any) -> bool:
+    return int(inner[0]) >= int(outer[0]) and int(inner[1]) <= int(outer[1])
+
+
+def year_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Every inconsistency between the years the config gives in several places.
+
+    - the bias adjustment is trained on, and percentile indices thresholded on, the *historical*
+      run: ``adjust.reference_period`` and ``indices.base_period`` must lie in
+      ``search.experiments.historical``;
+    - with the demo archive as data (``catalog.path`` null), the experiments must be the archive's
+      (``historical`` in ``demo_archive.historical_years``, ``demo_archive.scenario`` in
+      ``demo_archive.scenario_years``) and the reference (written for the historical years only)
+      must hold ``adjust.reference_period``, ``model.train.years``, ``evaluation.period`` and
+      ``indices.base_period``.
+    """
+    out: list[str] = []
+    exps = cfg["search"]["experiments"]
+    hist = exps.get("historical")
+    ref_period = (cfg.get("adjust") or {}).get("reference_period")
+    base = (cfg.get("indices") or {}).get("base_period")
+    train = ((cfg.get("model") or {}).get("train") or {}).get("years")
+    evaluation = (cfg.get("evaluation") or {}).get("period")
+    if hist is None:
+        out.append(f"search.experiments has no 'historical' (it has {sorted(exps)}): the bias adjustment "
+                   "(adjust.reference_period) and the indices' base period are taken from the historical run")
+    else:
+        for key, val in (("adjust.reference_period", ref_period), ("indices.base_period", base)):
+            if val is not None and not _within(val, hist):
+                out.append(f"{key} {list(val)} is not inside search.experiments.historical {list(hist)}")
+    demo = cfg.get("demo_archive") or {}
+    if demo.get("enabled") and not (cfg.get("catalog") or {}).get("path"):
+        dh, scen, ds = demo.get("historical_years"), demo.get("scenario"), demo.get("scenario_years")
+        for exp, years in exps.items():
+            have = dh if exp == "historical" else ds if exp == scen else None
+            if have is None:
+                out.append(f"search.experiments.{exp}: the demo archive (catalog.path null) holds only "
+                           f"historical and {scen}")
+            elif not _within(years, have):
+                which = "demo_archive.historical_years" if exp == "historical" else "demo_archive.scenario_years"
+                out.append(f"search.experiments.{exp} {list(years)} is not inside {which} {list(have)}")
+        for key, val in (("adjust.reference_period", ref_period), ("model.train.years", train),
+                         ("evaluation.period", evaluation), ("indices.base_period", base)):
+            if val is not None and dh is not None and not _within(val, dh):
+                out.append(f"{key} {list(val)} is not inside the demo reference's years "
+                           f"(demo_archive.historical_years {list(dh)})")
+    return out
+
+
+def catalog_year_problems(cfg: Mapping[str, Any], catalog_json: str | os.PathLike[str]) -> list[str]:
+    """Each (source, experiment, member, variable) of the run that the catalog lacks, or holds for
+    fewer years than ``search.experiments`` asks. Needs the catalog's ``time_range`` column
+    (``YYYYMMDD-YYYYMMDD``, as ``aid catalog`` writes); without it only presence is checked."""
+    import json
+
+    import pandas as pd
+
+    catalog_json = Path(catalog_json)
+    try:
+        doc = json.loads(catalog_json.read_text())
+        csv = str(doc["catalog_file"])
+        csv_path = csv if "://" in csv or Path(csv).is_absolute() else catalog_json.parent / csv
+        df = pd.read_csv(csv_path, dtype=str)
+    except (OSError, ValueError, KeyError) as exc:
+        return [f"catalog.path {catalog_json}: cannot be read to check its years ({type(exc).__name__}: {exc})"]
+    search = cfg["search"]
+    facets = {"table_id": search.get("table_id"), "frequency": search.get("frequency")}
+    for col, val in facets.items():
+        if val and col in df.columns:
+            df = df[df[col] == str(val)]
+    out: list[str] = []
+    for source in search["sources"]:
+        for exp, years in search["experiments"].items():
+            for member in search["members"]:
+                for var in search["variables"]:
+                    rows = df[(df.get("source_id") == source) & (df.get("experiment_id") == exp)
+                              & (df.get("member_id") == member) & (df.get("variable_id") == var)]
+                    what = f"{source}/{exp}/{member}/{var}"
+                    if rows.empty:
+                        out.append(f"search: the catalog holds no {what}")
+                        continue
+                    if "time_range" not in rows.columns or rows["time_range"].isna().all():
+                        continue
+                    spans = rows["time_range"].dropna().str.split("-", expand=True)
+                    y0, y1 = int(spans[0].min()[:4]), int(spans[1].max()[:4])
+                    if not _within(years, (y0, y1)):
+                        out.append(f"search.experiments.{exp} {list(years)}: the catalog holds {what} for {y0}-{y1} only")
+    return out
+
+
+def check_years(cfg: Mapping[str, Any], source: str = "config") -> None:
+    """Raise one :class:`ConfigError` naming every key whose years disagree with another key or
+    with the user's catalog (when ``catalog.path`` is set and exists). Run when a run is planned."""
+    problems = year_problems(cfg)
+    cat = (cfg.get("catalog") or {}).get("path")
+    if cat and Path(str(cat)).is_file():
+        problems += catalog_year_problems(cfg, str(cat))
+    if problems:
+        raise ConfigError(
+            f"{source}: the years of the run are inconsistent:\n  - " + "\n  - ".join(problems),
+            "change the keys named above so each period lies inside the one it depends on "
+            "(or narrow search.experiments to the years the catalog holds).",
+        )

@@ -49,7 +49,7 @@ import cftime
 import numpy as np
 
 from aid.errors import ConfigError, DataError
-from aid.naming import deliverable_name
+from aid.naming import MEMBER_RE, deliverable_name
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ VARIABLES: dict[str, VariableMeta] = {
 
 _NAME_RE = re.compile(
     r"^(?P<variable>[A-Za-z]+)_(?P<domain>[A-Za-z0-9-]+)_(?P<source>[A-Za-z0-9-]+)_(?P<experiment>[A-Za-z0-9-]+)_"
-    r"(?P<member>r\d+i\d+p\d+f\d+)_(?P<institution>[A-Za-z0-9-]+)_(?P<model>[A-Za-z0-9-]+)_(?P<version>v\d+)"
+    rf"(?P<member>{MEMBER_RE})_(?P<institution>[A-Za-z0-9-]+)_(?P<model>[A-Za-z0-9-]+)_(?P<version>v\d+)"
     r"-r(?P<sample>\d+)_day_(?P<start>\d{8})-(?P<end>\d{8})\.nc$"
 )
 

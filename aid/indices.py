@@ -30,6 +30,7 @@ import xarray as xr
 
 from aid.errors import ConfigError, DataError
 from aid.io import open_dataset, write_netcdf
+from aid.naming import MEMBER_RE
 from aid.provenance import provenance_attrs, relpath_or_name
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ RELATIVE_CHANGE = ("RX1day", "RX5day", "PRCPTOT", "SDII")
 
 _FILE_RE = re.compile(
     r"^(?P<variable>[A-Za-z]+)_(?P<domain>[A-Za-z0-9-]+)_(?P<source>[A-Za-z0-9-]+)_(?P<experiment>[A-Za-z0-9-]+)_"
-    r"(?P<member>r\d+i\d+p\d+f\d+)_[A-Za-z0-9-]+_[A-Za-z0-9-]+_v\d+-r(?P<sample>\d+)_day_\d{8}-\d{8}\.nc$"
+    rf"(?P<member>{MEMBER_RE})_[A-Za-z0-9-]+_[A-Za-z0-9-]+_v\d+-r(?P<sample>\d+)_day_\d{{8}}-\d{{8}}\.nc$"
 )
 
 
@@ -434,7 +435,7 @@ def _realization_key(path: str | os.PathLike[str], ds: xr.Dataset) -> str:
     member = ds.attrs.get("aid_member")
     sample = ds.attrs.get("aid_sample")
     if member is None or sample is None:
-        m = re.search(r"(r\d+i\d+p\d+f\d+)[/\\]r(\d+)\.nc$", str(path))
+        m = re.search(rf"(?:^|[/\\])({MEMBER_RE})[/\\]r(\d+)\.nc$", str(path))
         if m:
             member, sample = m.group(1), m.group(2)
     if member is None or sample is None:

@@ -25,6 +25,11 @@ BASELINE_ID = "aid-bicubic"
 EVALUATION_EXPERIMENT = "evaluation"
 EVALUATION_MEMBER = "r1i1p1f1"
 
+#: A CMIP6 member id: the variant label ``r<k>i<l>p<m>f<n>``, prefixed by the sub-experiment for
+#: DCPP (``s1961-r6i2p1f1``: hindcast started in 1961). Wildcard constraint and file-name parsing
+#: use this; config/schema.yaml holds the same pattern anchored (tests/test_naming_members.py).
+MEMBER_RE = r"(?:s\d{4}-)?r\d+i\d+p\d+f\d+"
+
 
 def deliverable_name(
     variable: str,

@@ -73,7 +73,7 @@ _LAT_NAMES = ("lat", "latitude", "nav_lat", "y_lat")
 _LON_NAMES = ("lon", "longitude", "nav_lon", "x_lon")
 
 
-def _rename_coords(ds: xr.Dataset) -> xr.Dataset:
+def rename_coords(ds: xr.Dataset) -> xr.Dataset:
     """Rename latitude/longitude coordinates (by name or CF standard_name) to ``lat``/``lon``."""
     ren: dict[str, str] = {}
     for name in list(ds.variables):
@@ -215,7 +215,7 @@ def standardise(ds: xr.Dataset, variable: str, path_or_key: str) -> xr.Dataset:
     from aid.frequency import ensure_time_dim
 
     where = str(path_or_key)
-    ds = _rename_coords(ensure_time_dim(ds))
+    ds = rename_coords(ensure_time_dim(ds))
     name = _find_variable(ds, variable, where)
     calendar = _calendar(ds)
     da = ds[name]

@@ -26,6 +26,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cmip6_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An intake-esm catalog (``aid catalog``) of the whole real CMIP6 DRS tree, built once."""
+    from aid.catalog import build_catalog
+
+    return build_catalog(SHARED_DATA / "cmip6" / "CMIP6", tmp_path_factory.mktemp("cmip6cat") / "cmip6.json")
+
+
+@pytest.fixture(scope="session")
 def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default-config demo archive, built once: returns its root (``CMIP6/``, ``reference/``,
     ``manifest.json``). Its build time is logged (speed is benchmarked, not tested)."""

@@ -31,7 +31,7 @@ REGRID = {"regrid": 2, **ADJUST}
 CASES = {
     "domain.halo_cells": ({"domain": {"halo_cells": 2}}, {"fetch": 2, "check_fetch": 2, **REGRID}),
     "regrid.method": ({"regrid": {"method": "bilinear"}}, REGRID),
-    "adjust.methods.tas": ({"adjust": {"methods": {"tas": {"method": "DQM", "kind": "+"}}}}, ADJUST),
+    "adjust.nquantiles": ({"adjust": {"nquantiles": 15}}, ADJUST),
     "model.train.steps": ({"model": {"train": {"steps": 21}}},
                           {"train": 1, "downscale": 4, "check": 4, "indices": 4, "ensemble_stats": 2, "evaluate": 1, **REPORT}),
     "downscale.seed": ({"downscale": {"seed": 7}},

@@ -169,6 +169,7 @@ def ci_workflow_profile(dest: Path) -> Path:
     text = re.sub(r"(cpus_per_gpu:\s*)(\d+)", lambda m: f"{m[1]}{min(int(m[2]), cpus)}", text)
     cap = max(mem // 2, 256)  # attempt 2 (retries: 1) must fit as well
     text = re.sub(r'(mem_mb:\s*"?)(\d+)', lambda m: f"{m[1]}{min(int(m[2]), cap)}", text)
+    os.environ["AID_SLURM_MAX_MEM_MB"] = str(cap)  # the rules' scaled requests (aid/resources.py) too
     dest.mkdir(parents=True)
     (dest / "config.yaml").write_text(text)
     return dest

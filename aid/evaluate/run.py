@@ -238,6 +238,25 @@ def index_bias(
     return pd.DataFrame(rows), maps
 
 
+def index_source(path: str | os.PathLike[str]) -> str:
+    """The GCM of an index file ``indices/<source>/<experiment>/<member>/r<sample>.nc``."""
+    return Path(path).parents[2].name
+
+
+def index_bias_by_source(
+    reference_indices: str | os.PathLike[str], gcm_indices: Sequence[str | os.PathLike[str]], base_period: Sequence[int]
+) -> dict[str, pd.DataFrame]:
+    """:func:`index_bias` of each GCM's realizations on their own (one table per model)."""
+    groups: dict[str, list[str | os.PathLike[str]]] = {}
+    for p in gcm_indices:
+        groups.setdefault(index_source(p), []).append(p)
+    out = {}
+    for source, paths in groups.items():
+        df, _ = index_bias(reference_indices, paths, base_period)
+        out[source] = df.assign(source=source) if len(df) else df
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------
@@ -393,6 +412,15 @@ def evaluate(
 
     if reference_indices and gcm_indices:
         idx_df, idx_maps = index_bias(reference_indices, gcm_indices, base_period)
+        per_source = index_bias_by_source(reference_indices, gcm_indices, base_period)
+        if len(per_source) > 1:  # several GCMs: one table per model besides the pooled one
+            for source, df_s in per_source.items():
+                if len(df_s):
+                    _write_csv(df_s, tables / P.figure_name(f"indices-{source}", "bias", "csv"))
+            headline["indices_by_source"] = {
+                src: {r["index"]: {"bias": r["bias"], "mae": r["mae"]} for r in df_s.to_dict("records")}
+                for src, df_s in per_source.items() if len(df_s)
+            }
         if len(idx_df):
             _write_csv(idx_df, tables / P.figure_name("indices", "bias", "csv"))
             P.plot_index_bias(idx_df, figures / P.figure_name("indices", "bias"),

@@ -1,7 +1,7 @@
 # Paths, wildcard constraints and target lists shared by every rule file.
 from pathlib import Path
 
-from aid import naming
+from aid import naming, resources
 from aid.config_slice import config_slice
 
 OUT = config["output_dir"]
@@ -20,7 +20,7 @@ DEMO = bool(config.get("demo_archive", {}).get("enabled", False))
 wildcard_constraints:
     source=r"[A-Za-z0-9-]+",
     experiment=r"[A-Za-z0-9-]+",
-    member=r"r\d+i\d+p\d+f\d+",
+    member=naming.MEMBER_RE,
     variable=r"[A-Za-z]+",
     year=r"\d{4}",
     sample=r"\d+",
@@ -44,6 +44,16 @@ def execution_settings(wildcards, threads):
     micro-batches do not depend on it). A params function of ``threads`` is a *derived* param, which
     Snakemake does not track, so changing these re-runs nothing."""
     return {"downscale.batch_days": config["downscale"]["batch_days"]}
+
+
+def scaled_mem(rule):
+    """mem_mb of one job, scaled with its domain cells x days x variables (aid/resources.py)."""
+    return lambda wildcards, attempt: resources.request(config, rule, dict(wildcards.items()), attempt)["mem_mb"]
+
+
+def scaled_runtime(rule):
+    """runtime (minutes) of one job, scaled like :func:`scaled_mem`."""
+    return lambda wildcards, attempt: resources.request(config, rule, dict(wildcards.items()), attempt)["runtime"]
 
 
 def catalog_path():
@@ -95,6 +105,8 @@ def all_targets():
     for source in SOURCES:
         for experiment in EXPERIMENTS:
             targets.append(f"{OUT}/indices/ensemble/{source}_{experiment}.nc")
+    if len(SOURCES) > 1:
+        targets += [f"{OUT}/indices/multi-model/{experiment}.nc" for experiment in EXPERIMENTS]
     targets.append(f"{OUT}/evaluation/metrics.json")
     targets += [f"{OUT}/aid-catalog.json", f"{OUT}/SHA256SUMS", f"{OUT}/report/landing.html"]
     return targets
@@ -118,6 +130,17 @@ def index_base_inputs(wildcards):
         return []
     files = sample_deliverables(wildcards.source, HIST, wildcards.member, wildcards.sample)
     return [p for v in VARS for p in files[v]]
+
+
+def multi_model_inputs(wildcards):
+    """Index files of every source (``run_<i>``, ``base_<i>``: the historical base of the same realizations)."""
+    ins = {}
+    for i, source in enumerate(SOURCES):
+        ins[f"run_{i}"] = expand(f"{OUT}/indices/{source}/{wildcards.experiment}/{{member}}/r{{sample}}.nc",
+                                 member=MEMBERS, sample=range(1, NSAMPLES + 1))
+        ins[f"base_{i}"] = expand(f"{OUT}/indices/{source}/{HIST}/{{member}}/r{{sample}}.nc",
+                                  member=MEMBERS, sample=range(1, NSAMPLES + 1))
+    return ins
 
 
 def evaluation_inputs():

@@ -20,6 +20,8 @@ rule downscale:
         execution=execution_settings,
     resources:
         gpu=1,
+        mem_mb=scaled_mem("downscale"),
+        runtime=scaled_runtime("downscale"),
     # One thread per job: on a laptop two single-thread jobs side by side beat one two-thread job
     # (the small networks scale poorly and oversubscribed OpenMP threads spin). On HPC raise it
     # with `set-threads: downscale=N` in a profile, or use the GPU.
@@ -44,6 +46,9 @@ rule baseline:
         f"{OUT}/logs/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
     benchmark:
         f"{OUT}/benchmarks/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
+    resources:
+        mem_mb=scaled_mem("baseline"),
+        runtime=scaled_runtime("baseline"),
     conda:
         "../../envs/downscale.yaml"
     script:

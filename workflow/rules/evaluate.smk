@@ -34,6 +34,9 @@ rule evaluate:
         f"{OUT}/logs/evaluate.log",
     benchmark:
         f"{OUT}/benchmarks/evaluate.tsv"
+    resources:
+        mem_mb=scaled_mem("evaluate"),
+        runtime=scaled_runtime("evaluate"),
     conda:
         "../../envs/evaluate.yaml"
     script:

@@ -56,12 +56,15 @@ rule fetch:
         variables=VARS,
         config=lambda wildcards: cfg_slice(
             "search.variables", "search.table_id", "search.frequency", f"search.experiments.{wildcards.experiment}",
-            "domain.lat", "domain.lon", "domain.halo_cells", "grid.coarse_resolution",
+            "domain.lat", "domain.lon", "domain.halo_cells", "grid.coarse_resolution", "catalog.storage_options",
         ),
     log:
         f"{OUT}/logs/fetch/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
         f"{OUT}/benchmarks/fetch/{{source}}_{{experiment}}_{{member}}.tsv"
+    resources:
+        mem_mb=scaled_mem("fetch"),
+        runtime=scaled_runtime("fetch"),
     conda:
         "../../envs/fetch.yaml"
     script:

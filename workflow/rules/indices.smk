@@ -14,6 +14,9 @@ rule indices:
         f"{OUT}/logs/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.log",
     benchmark:
         f"{OUT}/benchmarks/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.tsv"
+    resources:
+        mem_mb=scaled_mem("indices"),
+        runtime=scaled_runtime("indices"),
     conda:
         "../../envs/indices.yaml"
     script:
@@ -68,3 +71,29 @@ rule ensemble_stats:
         "../../envs/indices.yaml"
     script:
         "../scripts/ensemble_stats.py"
+
+
+if len(SOURCES) > 1:
+
+    rule multi_model_stats:
+        """Multi-model ensemble: every GCM weighs equally, its members and samples share its weight."""
+        input:
+            unpack(multi_model_inputs),
+        params:
+            sources=SOURCES,
+            config=cfg_slice("indices"),
+        output:
+            report(
+                f"{OUT}/indices/multi-model/{{experiment}}.nc",
+                caption="../report/ensemble_stats.rst",
+                category="Indices",
+                subcategory="{experiment}",
+            ),
+        log:
+            f"{OUT}/logs/multi_model_stats/{{experiment}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/multi_model_stats/{{experiment}}.tsv"
+        conda:
+            "../../envs/indices.yaml"
+        script:
+            "../scripts/multi_model_stats.py"

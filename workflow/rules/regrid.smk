@@ -38,6 +38,9 @@ rule regrid:
         f"{OUT}/logs/regrid/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
         f"{OUT}/benchmarks/regrid/{{source}}_{{experiment}}_{{member}}.tsv"
+    resources:
+        mem_mb=scaled_mem("regrid"),
+        runtime=scaled_runtime("regrid"),
     conda:
         "../../envs/regrid.yaml"
     script:
@@ -57,6 +60,9 @@ rule train_adjustment:
         f"{OUT}/logs/train_adjustment/{{source}}_{{member}}.log",
     benchmark:
         f"{OUT}/benchmarks/train_adjustment/{{source}}_{{member}}.tsv"
+    resources:
+        mem_mb=scaled_mem("train_adjustment"),
+        runtime=scaled_runtime("train_adjustment"),
     conda:
         "../../envs/adjust.yaml"
     script:
@@ -76,6 +82,9 @@ rule adjust:
         f"{OUT}/logs/adjust/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
         f"{OUT}/benchmarks/adjust/{{source}}_{{experiment}}_{{member}}.tsv"
+    resources:
+        mem_mb=scaled_mem("adjust"),
+        runtime=scaled_runtime("adjust"),
     conda:
         "../../envs/adjust.yaml"
     script:
