@@ -115,3 +115,42 @@ def test_config_slice_refuses_undeclared_keys(raw: dict[str, Any]) -> None:
         back["search"]["members"]
     with pytest.raises(KeyError, match="no key 'adjust.nope'"):
         config_slice(cfg, "adjust.nope")
+
+
+def _leaves(node: Any, path: str = ""):
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            yield from _leaves(v, f"{path}.{k}" if path else k)
+    else:
+        yield path, node
+
+
+#: Keys where the default run's config/config.yaml deliberately differs from the schema's default.
+DEMO_RUN_CHOICES = {"demo_archive.enabled"}
+
+
+def test_schema_holds_the_defaults(raw: dict[str, Any]) -> None:
+    """Defaults live in config/schema.yaml only: a config naming just the run-specific keys validates
+    to every other key's default, and config/config.yaml agrees with the schema wherever it sets a key
+    the schema defaults (so the two never drift apart, as sigma_relative once did between code and config)."""
+    minimal = {k: raw[k] for k in ("output_dir", "catalog", "search", "domain", "reference", "adjust", "model",
+                                   "downscale", "indices", "evaluation")}
+    minimal = {**minimal, "search": {k: raw["search"][k] for k in ("sources", "experiments", "members")},
+               "domain": {k: raw["domain"][k] for k in ("id", "lat", "lon")},
+               "reference": {"files": raw["reference"]["files"]},
+               "adjust": {"methods": raw["adjust"]["methods"]}, "model": {}, "downscale": {}, "indices": {},
+               "evaluation": {}, "catalog": {}}
+    filled = validate(minimal)
+    full = validate(raw)
+    differ = {p for p, v in _leaves(full) if p.split(".")[0] in filled and _get(filled, p) != v}
+    assert differ <= DEMO_RUN_CHOICES | {"demo_archive.enabled"}, sorted(differ)
+    assert filled["model"]["train"]["sigma_relative"] is True and filled["downscale"]["seed"] == 2024
+    assert filled["demo_archive"]["enabled"] is False  # a user's run never builds derived data unasked
+
+
+def _get(node: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "<absent>"
+        node = node[part]
+    return node
