@@ -39,12 +39,19 @@ def _run_sample(args: argparse.Namespace) -> int:
     from aid.regrid import normalise_coords
 
     dl = Downscaler.load(args.checkpoint, device=args.device)
+    if args.lat or args.lon or args.static:
+        from aid.grids import fine_grid
+
+        lat = args.lat or dl.training_domain["lat"]
+        lon = args.lon or dl.training_domain["lon"]
+        grid = fine_grid({"grid": {"fine_resolution": 0.25}, "domain": {"lat": lat, "lon": lon}})
+        dl = dl.for_grid(grid.lat.values, grid.lon.values, args.static)
     coarse = xr.merge([normalise_coords(open_dataset(p, chunks=None)) for p in args.coarse], compat="override")
     if args.start or args.end:
         coarse = coarse.sel(time=slice(args.start, args.end))
     samples = args.sample or [1]
     out = dl.sample(coarse, samples=samples, seed=args.seed, steps=args.steps, churn=args.churn, rho=args.rho,
-                    progress=True)
+                    progress=True, tile=args.tile)
     out.attrs.update(provenance_attrs("sample", checkpoint=relpath_or_name(args.checkpoint),
                                       checkpoint_sha256=dl.checkpoint_sha256))
     write_netcdf(out, args.out)
@@ -79,4 +86,11 @@ def register(sub: Any) -> None:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--start", default=None, help="first time (e.g. 2013-01-01)")
     s.add_argument("--end", default=None, help="last time")
+    s.add_argument("--lat", type=float, nargs=2, default=None, metavar=("LAT0", "LAT1"),
+                   help="0.25 deg cell centres of the target grid (default: the training grid)")
+    s.add_argument("--lon", type=float, nargs=2, default=None, metavar=("LON0", "LON1"),
+                   help="0.25 deg cell centres of the target grid, -180..180 (default: the training grid)")
+    s.add_argument("--static", default=None,
+                   help="global static z/lsm file for the target grid (default: the one recorded at training)")
+    s.add_argument("--tile", type=int, default=None, help="tile size on grids larger than it (default: training patch)")
     s.set_defaults(func=_run_sample)
