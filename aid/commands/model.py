@@ -25,7 +25,12 @@ def _run_train(args: argparse.Namespace) -> int:
     static = args.static or cfg["reference"].get("static")
     out = args.out or str(output_path(cfg, "model", "checkpoint.pt"))
     limit = args.time_limit_minutes * 60 if args.time_limit_minutes else None
-    path = train_from_config(cfg, fine, coarse, static, out, threads=args.threads, time_limit_s=limit)
+    if args.gpus > 1:
+        from aid.model.launch import train
+
+        path = train(cfg, fine, coarse, static, out, threads=args.threads, gpus=args.gpus)
+    else:
+        path = train_from_config(cfg, fine, coarse, static, out, threads=args.threads, time_limit_s=limit)
     log.info("checkpoint written: %s", path)
     return 0
 
@@ -69,6 +74,7 @@ def register(sub: Any) -> None:
     t.add_argument("--static", default=None, help="static z/lsm file (default: reference.static)")
     t.add_argument("--out", default=None, help="checkpoint path (default: <output_dir>/model/checkpoint.pt)")
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    t.add_argument("--gpus", type=int, default=1, help="GPUs of this node: > 1 re-launches under torchrun (DDP)")
     t.add_argument("--time-limit-minutes", type=float, default=None, help="stop training after this wall time")
     t.set_defaults(func=_run_train)
 

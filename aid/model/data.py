@@ -14,8 +14,10 @@ cache; with a cache as large as the archive it is the in-memory loader (one code
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +215,29 @@ class Archive:
         return f, up
 
 
+#: HDF5 chunk cache per open variable while streaming, bytes. netCDF-C's default (64 MiB per
+#: variable) fills up over a long period and is what made a 20-year run's RSS exceed a 1-year
+#: run's; pieces are read in time-contiguous blocks, so a chunk is rarely read twice anyway.
+CHUNK_CACHE_BYTES = 4 * 2**20
+#: Arrays above this many bytes are mmap-allocated and returned to the OS when freed (glibc). The
+#: dynamic threshold otherwise rises to 32 MiB and the per-piece temporaries fragment the heap.
+MMAP_THRESHOLD_BYTES = 1 * 2**20
+
+
+def _bounded_process_memory() -> None:
+    """Process-wide settings that keep a streaming run's memory flat (see the constants above)."""
+    with contextlib.suppress(Exception):
+        import netCDF4
+
+        _, nelems, preemption = netCDF4.get_chunk_cache()
+        netCDF4.set_chunk_cache(CHUNK_CACHE_BYTES, nelems, preemption)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD_BYTES)  # M_MMAP_THRESHOLD
+
+
 def open_archive(
     cfg: Mapping[str, Any],
     fine_paths: Sequence[str | os.PathLike[str]],
@@ -221,6 +246,7 @@ def open_archive(
     """Open the reference fine/coarse files over ``model.train.years`` lazily, on the domain grid."""
     from aid.grids import fine_grid
 
+    _bounded_process_memory()
     variables = list(cfg["search"]["variables"])
     y0, y1 = cfg["model"]["train"].get("years", [None, None])
     fine = _open_vars(fine_paths, variables, "reference fine")
@@ -298,6 +324,10 @@ class Unit:
     cols: np.ndarray
 
 
+#: Samples drawn per time step of a loaded unit while it is in the active set (see WindowStream).
+REUSE = 4
+
+
 class WindowStream:
     """Training batches of random (time, window) pieces through a bounded cache of units.
 
@@ -305,7 +335,8 @@ class WindowStream:
     what the uninterrupted run would have. Units (``block`` training steps x a tile) are visited
     in a seeded random order; at any step a sliding set of ``active`` units is in play, and each
     sample of a batch picks one of them, then a time and a window position inside it. The active
-    set advances by one unit every ``dwell`` steps, so each unit is read about once per pass.
+    set advances by one unit every ``dwell`` steps, so each unit is read once per pass and serves
+    about :data:`REUSE` samples per time step it holds (random windows: distinct samples).
     ``active`` is as many units as ``cache_mb`` holds: with a cache as large as the archive every
     sample draws from all training steps (the former in-memory loader).
 
@@ -320,7 +351,7 @@ class WindowStream:
         cap = int(max(1.0, cache_mb) * 2**20 // max(1, bytes_per_unit))
         self.active = max(1, min(len(units), cap))
         mean_len = float(np.mean([len(u.times) for u in units]))
-        self.dwell = max(1, int(round(mean_len / max(1, batch))))
+        self.dwell = max(1, int(round(REUSE * mean_len / max(1, batch))))
         self.full = self.active >= len(units)
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.loads = 0
