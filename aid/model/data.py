@@ -195,6 +195,14 @@ class Archive:
         """The fine grid spans 360 degrees of longitude (windows then wrap around)."""
         return abs(len(self.lon) * 0.25 - 360.0) < 1e-6
 
+    def _read_raw(self, t0: int, t1: int, rows: slice, cols: np.ndarray, cr: np.ndarray,
+                  cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f = np.stack([self.fine[v].isel(time=slice(t0, t1), lat=rows, lon=cols).transpose("time", "lat", "lon")
+                      .values.astype(np.float64) for v in self.variables], axis=1)
+        c = np.stack([self.coarse[v].isel(time=slice(t0, t1), lat=cr, lon=cc).transpose("time", "lat", "lon")
+                      .values.astype(np.float64) for v in self.variables], axis=1)
+        return f, c
+
     def read(self, t0: int, t1: int, rows: slice, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(fine, upsampled coarse) of time steps t0:t1 on ``rows`` x ``cols``, (T, C, h, w) float64."""
         import dask
@@ -203,11 +211,13 @@ class Archive:
         wy, wx = self.wy[rows], self.wx[cols]
         cr = np.flatnonzero(np.abs(wy).sum(0) > 0)
         cc = np.flatnonzero(np.abs(wx).sum(0) > 0)
-        with dask.config.set(scheduler="synchronous"):
-            f = np.stack([self.fine[v].isel(time=slice(t0, t1), lat=rows, lon=cols).transpose("time", "lat", "lon")
-                          .values.astype(np.float64) for v in self.variables], axis=1)
-            c = np.stack([self.coarse[v].isel(time=slice(t0, t1), lat=cr, lon=cc).transpose("time", "lat", "lon")
-                          .values.astype(np.float64) for v in self.variables], axis=1)
+        try:
+            with dask.config.set(scheduler="synchronous"):
+                f, c = self._read_raw(t0, t1, rows, cols, cr, cc)
+        except (OSError, RuntimeError, ValueError) as exc:  # netCDF4/h5py: a file damaged after opening
+            raise DataError(f"reference files {self.fine_paths} / {self.coarse_paths}: time steps {t0}-{t1} cannot be "
+                            f"read ({type(exc).__name__}: {exc}); a file is corrupt or truncated.",
+                            "regenerate the reference files, then re-run.") from exc
         if not (np.isfinite(f).all() and np.isfinite(c).all()):
             raise DataError(f"reference files {self.fine_paths} / {self.coarse_paths} contain NaN/inf on the domain "
                             f"(time steps {t0}-{t1}).", "fill or mask the reference before training.")

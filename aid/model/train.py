@@ -199,6 +199,8 @@ def _setup_distributed() -> tuple[int, int, str]:
 
 #: Validation fields held in memory (spread evenly over the validation blocks).
 VAL_FIELDS = 128
+#: Validation fields per network call (bounds validation's activation memory).
+VAL_BATCH = 16
 #: Training steps per cache unit (consecutive training fields read together).
 UNIT_STEPS = 32
 #: Spatial tile of a cache unit on large domains, fine cells (at least the training window).
@@ -398,8 +400,8 @@ def train_model(
         g = torch.Generator().manual_seed(12345)
         tot, cnt = 0.0, 0
         with torch.no_grad():
-            for i0 in range(0, n_val, 64):
-                sl = slice(i0, i0 + 64)
+            for i0 in range(0, n_val, VAL_BATCH):
+                sl = slice(i0, i0 + VAL_BATCH)
                 yb, cb, tb = y_val[sl].to(device), c_val[sl].to(device), t_val[sl].to(device)
                 for s in VAL_SIGMAS:
                     sig = torch.full((len(yb),), s)
@@ -422,10 +424,12 @@ def train_model(
     step = start
     stopped_early = False
     first_step_s: float | None = None
+    step_s = 0.0  # time in training steps (batch, forward, backward, update), without validation/saving
     batches = iter(step_loader(stream, start, steps, int(tcfg.get("workers", 0))))
     den.train()
     for step in bar:
-        elapsed = elapsed0 + time.monotonic() - t0
+        ts = time.monotonic()
+        elapsed = elapsed0 + ts - t0
         if time_limit_s is not None and elapsed > time_limit_s:
             stopped_early = True
             log.info("time limit %.0f s reached at step %d", time_limit_s, step)
@@ -449,6 +453,7 @@ def train_model(
             for pe, pm in zip(ema.parameters(), den.parameters()):
                 pe.lerp_(pm.detach(), 1 - decay)
         lv = loss.item()
+        step_s += time.monotonic() - ts
         if first_step_s is None:
             first_step_s = time.monotonic() - t0
             if rank == 0:
@@ -475,6 +480,9 @@ def train_model(
     else:
         step = steps
     del batches
+    if rank == 0 and step_s > 0:
+        log.info("training steps: %d in %.3f s (first %.3f s), without validation and checkpoint writes",
+                 step - start if stopped_early else steps - start, step_s, first_step_s or 0.0)
     den.net = net
     final_step = step if stopped_early else steps
     if rank == 0:
