@@ -42,7 +42,7 @@ def train(
                                 "out": str(out), "threads": max(1, int(threads) // int(gpus))}, default=str))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(gpus)}",
            "-m", "aid.model.launch", str(spec)]
-    log.info("training on %d GPUs: %s", gpus, " ".join(cmd))
+    log.info("training with %d processes (DDP under torchrun): %s", gpus, " ".join(cmd))
     try:
         subprocess.run(cmd, check=True)
     finally:
