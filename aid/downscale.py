@@ -368,12 +368,19 @@ def downscale_year(
     year: int,
     outputs: Sequence[str | os.PathLike[str]],
     threads: int = 2,
+    static_path: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Diffusion-downscale one year; write the (variable, sample) files named in ``outputs``.
 
     Samples are the sample indices found in ``outputs`` (normally 1..downscale.n_samples);
-    seed/steps/churn/rho come from config ``downscale``. Returns the written paths.
+    seed/steps/churn/rho come from config ``downscale``. Returns the written paths. The config's
+    ``domain`` may differ from the checkpoint's training domain: the model is then moved to that
+    grid (:meth:`aid.model.api.Downscaler.for_grid`, static fields from ``static_path``, default
+    the checkpoint's), sampled in tiles, and a domain outside the training region is logged and
+    recorded in the deliverables' ``aid_training_domain`` attribute.
     """
+    from aid.grids import fine_grid
+
     import torch
 
     from aid.model.api import Downscaler
@@ -398,14 +405,8 @@ def downscale_year(
             f"{', '.join(missing)}.",
             "retrain the model with these variables or drop them from search.variables.",
         )
-    ck_dom = (dl.config or {}).get("domain", {}) if isinstance(dl.config, Mapping) else {}
-    if ck_dom and (list(map(float, ck_dom.get("lat", []))) != list(map(float, config["domain"]["lat"]))
-                   or list(map(float, ck_dom.get("lon", []))) != list(map(float, config["domain"]["lon"]))):
-        raise CheckpointError(
-            f"{ckpt}: trained on domain lat {ck_dom.get('lat')} lon {ck_dom.get('lon')}, config domain is "
-            f"lat {config['domain']['lat']} lon {config['domain']['lon']}.",
-            "use a checkpoint trained on this domain (or retrain).",
-        )
+    grid = fine_grid(config)
+    dl = dl.for_grid(grid.lat.values, grid.lon.values, static_path)
     coarse = open_coarse(coarse_paths, list(dl.variables), year)
     samples = sorted({s for _, s in targets})
     seed = int(dcfg.get("seed", 0))
@@ -437,6 +438,7 @@ def downscale_year(
         "n_samples": int(dcfg.get("n_samples", len(samples))),
         "device": device,
         "coarse_input": ", ".join(relpath_or_name(p) for p in coarse.files),
+        "training_domain": dl.training_domain_attr(),
     }
     identity = [dl.checkpoint_sha256, seed, stream, steps, churn, rho, sigma_max, device, *_file_sha256(coarse.files)]
     return _stream(config, coarse, targets, samples, produce, model=MODEL_ID, source=source, experiment=experiment,

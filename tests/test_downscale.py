@@ -83,6 +83,10 @@ def test_deliverables_of_the_diffusion_job(case, checkpoint, downscaled, baselin
         assert (a["aid_sampler_seed"], a["aid_sampler_steps"], a["aid_sampler_churn"], a["aid_sampler_rho"]) == (
             str(cfg["downscale"]["seed"]), "1", str(tuned["churn"]), str(tuned["rho"]))  # steps set in config
         assert a["aid_device"] == "cpu" and "QDM" in a["bias_adjustment"]
+        # the region the checkpoint learnt on, and no warning: this job is inside it
+        dom = cfg["domain"]
+        assert a["aid_training_domain"].startswith(f"lat {dom['lat'][0]:g}..{dom['lat'][1]:g}, lon {dom['lon'][0]:g}")
+        assert "WARNING" not in a["aid_training_domain"]
         ids.add(a["tracking_id"])
     assert len(ids) == len(downscaled)  # one identifier per file
     for s in range(1, n + 1):

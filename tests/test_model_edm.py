@@ -23,11 +23,11 @@ from aid.io import write_netcdf
 from aid.model import transforms
 from aid.model.api import Downscaler
 from aid.model.checkpoint import load_checkpoint
-from aid.model.data import load_pairs, static_fields
 from aid.model.precond import EDM_SIGMA_DATA, EDMDenoiser, edm_coefficients, edm_loss, loss_weight
 from aid.model.sampler import heun_sample, member_seed, noise_stream
 from aid.model.tiling import tiled_apply, tile_starts
-from aid.model.train import prepare, train_from_config, train_model
+from aid.model.prepare import prepare_training
+from aid.model.train import train_from_config, train_model
 from aid.model.unet import build_unet
 from aid.regrid import coarsen, normalise_coords
 
@@ -77,12 +77,11 @@ def uk(tmp_path_factory: pytest.TempPathFactory) -> dict:
 # ---------------------------------------------------------------------------------------------
 def test_preconditioning_identities(uk: dict) -> None:
     cfg = uk["cfg"]
-    pairs = load_pairs(cfg, [uk["dir"] / "fine_tas.nc"], [uk["dir"] / "coarse_tas.nc"])
-    prep = prepare(pairs, *static_fields(STATIC, pairs.lat, pairs.lon), "log1p")
+    prep = prepare_training(cfg, [uk["dir"] / "fine_tas.nc"], [uk["dir"] / "coarse_tas.nc"], STATIC)
     sd = torch.tensor(prep.sigma_data)
     # sigma_data is estimated from the real residual, and it is far from 1 (IPSL-AID's fixed value).
     assert 0.05 < float(sd[0]) < 0.8
-    y = torch.from_numpy(prep.y)
+    y = torch.from_numpy(prep.arrays()[0])  # the training fields, whose RMS sigma_data is
     assert abs(float(y.pow(2).mean().sqrt()) - float(sd[0])) < 1e-4
 
     gen = torch.Generator().manual_seed(0)
@@ -117,21 +116,24 @@ def test_preconditioning_identities(uk: dict) -> None:
 
 def test_sigma_relative_scales_each_residual_channel_to_edm_sigma_data(uk: dict) -> None:
     """sigma_relative: the diffusion sees every channel at sigma_data 0.5; outputs are scaled back."""
-    pairs = load_pairs(uk["cfg"], [uk["dir"] / "fine_tas.nc"], [uk["dir"] / "coarse_tas.nc"])
-    static = static_fields(STATIC, pairs.lat, pairs.lon)
-    plain = prepare(pairs, *static, "log1p")
-    rel = prepare(pairs, *static, "log1p", sigma_relative=True)
+    files = [uk["dir"] / "fine_tas.nc"], [uk["dir"] / "coarse_tas.nc"]
+    plain = prepare_training(uk["cfg"], *files, STATIC)
+    cfg_rel = copy.deepcopy(uk["cfg"])
+    cfg_rel["model"]["train"]["sigma_relative"] = True
+    rel = prepare_training(cfg_rel, *files, STATIC)
+    plain_y, plain_cond, plain_tfeat = plain.arrays()
+    rel_y = rel.arrays()[0]
     sd = float(plain.sigma_data[0])
     assert float(rel.sigma_data[0]) == EDM_SIGMA_DATA
-    assert float(np.sqrt((rel.y.astype(np.float64) ** 2).mean())) == pytest.approx(EDM_SIGMA_DATA, rel=1e-4)
+    assert float(np.sqrt((rel_y.astype(np.float64) ** 2).mean())) == pytest.approx(EDM_SIGMA_DATA, rel=1e-4)
     assert float(rel.res_scale[0]) == pytest.approx(sd / EDM_SIGMA_DATA, rel=1e-6)
-    np.testing.assert_allclose(rel.y * rel.res_scale[0], plain.y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rel_y * rel.res_scale[0], plain_y, rtol=1e-5, atol=1e-6)
     assert np.all(plain.res_scale == 1.0)
     # inference undoes the scale: same network and noise, residuals (normalised units) times res_scale
     content, digest = load_checkpoint(uk["ckpt"])
     assert "res_scale" in content and float(content["res_scale"][0]) == 1.0
     scaled = dict(content, res_scale=torch.tensor([0.37], dtype=torch.float64))
-    cond, tfeat = plain.cond[:2], plain.tfeat[:2]
+    cond, tfeat = plain_cond[:2], plain_tfeat[:2]
     unscaled = Downscaler(content, digest, uk["ckpt"])
     assert unscaled.prior is None  # the fixture trains without a prior, so cond needs no prior channels
     a = unscaled.sample_normalised(cond, tfeat, ["d0", "d1"], [1, 2], 0, 3, sigma_max=2.0, stream="test")
@@ -142,16 +144,16 @@ def test_sigma_relative_scales_each_residual_channel_to_edm_sigma_data(uk: dict)
 
 def test_loss_decreases_on_real_patch(uk: dict) -> None:
     cfg = uk["cfg"]
-    pairs = load_pairs(cfg, [uk["dir"] / "fine_tas.nc"], [uk["dir"] / "coarse_tas.nc"])
-    prep = prepare(pairs, *static_fields(STATIC, pairs.lat, pairs.lon), "log1p")
+    prep = prepare_training(cfg, [uk["dir"] / "fine_tas.nc"], [uk["dir"] / "coarse_tas.nc"], STATIC)
+    all_y, all_cond, all_tfeat = prep.arrays(np.arange(prep.archive.n))
     torch.manual_seed(0)
     net, _ = build_unet("tiny", 1, 6)
     den = EDMDenoiser(net, torch.tensor(prep.sigma_data))
     g = torch.Generator().manual_seed(1)
     idx = torch.arange(0, 96, 6)
-    y = torch.from_numpy(prep.y)[idx]
-    cond = torch.cat([torch.from_numpy(prep.cond)[idx], torch.from_numpy(prep.static)[None].expand(len(idx), -1, -1, -1)], 1)
-    tf = torch.from_numpy(prep.tfeat)[idx]
+    y = torch.from_numpy(all_y)[idx]
+    cond = torch.cat([torch.from_numpy(all_cond)[idx], torch.from_numpy(prep.static)[None].expand(len(idx), -1, -1, -1)], 1)
+    tf = torch.from_numpy(all_tfeat)[idx]
     sig = torch.tensor([0.05, 0.2, 0.5, 1.0] * 4)
     noise = torch.randn(y.shape, generator=g)
 
@@ -321,8 +323,7 @@ def test_checkpoint_round_trip(uk: dict) -> None:
 def test_training_resumes_from_last(uk: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = copy.deepcopy(uk["cfg"])
     cfg["model"]["train"]["steps"] = 6
-    pairs = load_pairs(cfg, [uk["dir"] / "fine_tas.nc"], [uk["dir"] / "coarse_tas.nc"])
-    prep = prepare(pairs, *static_fields(STATIC, pairs.lat, pairs.lon), "log1p")
+    prep = prepare_training(cfg, [uk["dir"] / "fine_tas.nc"], [uk["dir"] / "coarse_tas.nc"], STATIC)
     first = train_model(prep, cfg, tmp_path / "a.pt", threads=1, progress=False)
     (tmp_path / "b.pt.last").write_bytes(first.read_bytes())
     cfg["model"]["train"]["steps"] = 10

@@ -17,8 +17,9 @@ from aid.io import write_netcdf
 from aid.model import prior as residual_prior
 from aid.model.api import Downscaler
 from aid.model.checkpoint import load_checkpoint
-from aid.model.data import load_pairs, static_fields, time_features
-from aid.model.train import prepare, train_from_config
+from aid.model.data import time_features
+from aid.model.prepare import prepare_training
+from aid.model.train import train_from_config
 from aid.model.tune import CANDIDATES, fair_crps
 from aid.regrid import coarsen, normalise_coords, upsample
 
@@ -65,21 +66,21 @@ def march(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_prior_halves_the_bicubic_error_on_unseen_days(march: dict) -> None:
     """A 3x3-stencil ridge fitted on 14 days explains most of the residual of 7 later days."""
     cfg = march["cfg"]
-    pairs = load_pairs(cfg, [march["dir"] / "fine_tas.nc"], [march["dir"] / "coarse_tas.nc"])
-    prep = prepare(pairs, *static_fields(STATIC, pairs.lat, pairs.lon), "log1p")
-    fitted, cv = residual_prior.fit(prep.cond, prep.tfeat, prep.y, 8, 1, use_doy=False)
+    prep = prepare_training(cfg, [march["dir"] / "fine_tas.nc"], [march["dir"] / "coarse_tas.nc"], STATIC)
+    y, cond, tfeat = prep.arrays()
+    fitted, cv = residual_prior.fit(cond, tfeat, y, 8, 1, use_doy=False)
     # cross-fitted predictions are honest: they explain much, but not all, of the training residual
-    rms_y = float(np.sqrt((prep.y**2).mean()))
-    rms_cv = float(np.sqrt(((prep.y - cv) ** 2).mean()))
-    rms_in = float(np.sqrt(((prep.y - fitted.predict(prep.cond, prep.tfeat)) ** 2).mean()))
+    rms_y = float(np.sqrt((y**2).mean()))
+    rms_cv = float(np.sqrt(((y - cv) ** 2).mean()))
+    rms_in = float(np.sqrt(((y - fitted.predict(cond, tfeat)) ** 2).mean()))
     assert rms_cv < 0.7 * rms_y
     assert rms_in < rms_cv  # in-sample fit is optimistic; training the network on it would over-trust it
     # unseen days: bicubic + prior against bicubic alone, in kelvin
     c_test = march["coarse"].isel(time=march["test"])
     truth = march["fine"].tas.isel(time=march["test"]).values.astype(np.float64)
     bic = upsample(c_test, march["grid"], "bicubic").tas.transpose("time", "lat", "lon").values.astype(np.float64)
-    cond = ((bic - prep.mean[0]) / prep.std[0])[:, None].astype(np.float32)
-    corr = bic + fitted.predict(cond, time_features(c_test.time.values))[:, 0] * prep.std[0]
+    c_bic = ((bic - prep.mean[0]) / prep.std[0])[:, None].astype(np.float32)
+    corr = bic + fitted.predict(c_bic, time_features(c_test.time.values))[:, 0] * prep.std[0]
     mae_bic, mae_prior = np.abs(bic - truth).mean(), np.abs(corr - truth).mean()
     assert 0.6 < mae_bic < 0.9  # the documented bicubic error of this month
     assert mae_prior < 0.62 * mae_bic, (mae_prior, mae_bic)
@@ -89,25 +90,25 @@ def test_prior_does_not_extrapolate_outside_the_training_climate(march: dict) ->
     """A coarse field far outside training (a scenario's extreme day) cannot push the linear prior past
     the range of its own cross-fitted training predictions; in-range fields are predicted unchanged."""
     cfg = march["cfg"]
-    pairs = load_pairs(cfg, [march["dir"] / "fine_tas.nc"], [march["dir"] / "coarse_tas.nc"])
-    prep = prepare(pairs, *static_fields(STATIC, pairs.lat, pairs.lon), "log1p")
-    fitted, cv = residual_prior.fit(prep.cond, prep.tfeat, prep.y, 8, 1, use_doy=False)
+    prep = prepare_training(cfg, [march["dir"] / "fine_tas.nc"], [march["dir"] / "coarse_tas.nc"], STATIC)
+    y, cond, tfeat = prep.arrays()
+    fitted, cv = residual_prior.fit(cond, tfeat, y, 8, 1, use_doy=False)
     np.testing.assert_allclose(fitted.lo, cv.min(axis=(0, 2, 3)), rtol=1e-6)
     np.testing.assert_allclose(fitted.hi, cv.max(axis=(0, 2, 3)), rtol=1e-6)
     unclipped = dataclasses.replace(fitted, lo=None, hi=None)  # what checkpoints before the guard did
     # in-range: the guard changes (almost) nothing on the training fields themselves
-    inside = fitted.predict(prep.cond, prep.tfeat)
-    assert np.mean(inside != unclipped.predict(prep.cond, prep.tfeat)) < 0.01
+    inside = fitted.predict(cond, tfeat)
+    assert np.mean(inside != unclipped.predict(cond, tfeat)) < 0.01
     # a tilted, amplified field (+-6 std across the domain): the raw linear map leaves the range
-    w = prep.cond.shape[-1]
-    wild = (prep.cond[:8] * 6 + np.linspace(-6, 6, w, dtype=np.float32)[None, None, None, :]).astype(np.float32)
-    raw = unclipped.predict(wild, prep.tfeat[:8])
+    w = cond.shape[-1]
+    wild = (cond[:8] * 6 + np.linspace(-6, 6, w, dtype=np.float32)[None, None, None, :]).astype(np.float32)
+    raw = unclipped.predict(wild, tfeat[:8])
     assert raw.max() > fitted.hi[0] or raw.min() < fitted.lo[0]
-    out = fitted.predict(wild, prep.tfeat[:8])
+    out = fitted.predict(wild, tfeat[:8])
     assert out.min() >= fitted.lo[0] - 1e-6 and out.max() <= fitted.hi[0] + 1e-6
     # the bounds travel with the checkpoint content
     again = residual_prior.RidgePrior.from_content(fitted.to_content())
-    np.testing.assert_allclose(again.predict(wild, prep.tfeat[:8]), out, atol=1e-6)
+    np.testing.assert_allclose(again.predict(wild, tfeat[:8]), out, atol=1e-6)
 
 
 def test_prior_penalty_grows_when_the_signal_is_noise() -> None:

@@ -125,14 +125,13 @@ def test_resume_file_of_another_configuration_is_not_used(setup: dict, tmp_path:
     import copy
     import logging
 
-    from aid.model.train import train_model, prepare
-    from aid.model.data import load_pairs, static_fields
+    from aid.model.prepare import prepare_training
+    from aid.model.train import train_model
 
     d = setup["dir"]
     cfg = copy.deepcopy(setup["cfg"])
     cfg["model"]["train"]["steps"] = 3
-    pairs = load_pairs(cfg, [d / "fine_tas.nc"], [d / "coarse_tas.nc"])
-    prep = prepare(pairs, *static_fields(setup["static"], pairs.lat, pairs.lon), "log1p")
+    prep = prepare_training(cfg, [d / "fine_tas.nc"], [d / "coarse_tas.nc"], setup["static"])
     first = train_model(prep, cfg, tmp_path / "a.pt", threads=1, progress=False)
     (tmp_path / "b.pt.last").write_bytes(first.read_bytes())
     cfg["model"]["train"]["lr"] = 0.001

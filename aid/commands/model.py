@@ -25,7 +25,12 @@ def _run_train(args: argparse.Namespace) -> int:
     static = args.static or cfg["reference"].get("static")
     out = args.out or str(output_path(cfg, "model", "checkpoint.pt"))
     limit = args.time_limit_minutes * 60 if args.time_limit_minutes else None
-    path = train_from_config(cfg, fine, coarse, static, out, threads=args.threads, time_limit_s=limit)
+    if args.gpus > 1:
+        from aid.model.launch import train
+
+        path = train(cfg, fine, coarse, static, out, threads=args.threads, gpus=args.gpus)
+    else:
+        path = train_from_config(cfg, fine, coarse, static, out, threads=args.threads, time_limit_s=limit)
     log.info("checkpoint written: %s", path)
     return 0
 
@@ -55,12 +60,19 @@ def _run_sample(args: argparse.Namespace) -> int:
     from aid.regrid import normalise_coords
 
     dl = Downscaler.load(args.checkpoint, device=args.device)
+    if args.lat or args.lon or args.static:
+        from aid.grids import fine_grid
+
+        lat = args.lat or dl.training_domain["lat"]
+        lon = args.lon or dl.training_domain["lon"]
+        grid = fine_grid({"grid": {"fine_resolution": 0.25}, "domain": {"lat": lat, "lon": lon}})
+        dl = dl.for_grid(grid.lat.values, grid.lon.values, args.static)
     coarse = xr.merge([normalise_coords(open_dataset(p, chunks=None)) for p in args.coarse], compat="override")
     if args.start or args.end:
         coarse = coarse.sel(time=slice(args.start, args.end))
     samples = args.sample or [1]
     out = dl.sample(coarse, samples=samples, seed=args.seed, steps=args.steps, churn=args.churn, rho=args.rho,
-                    progress=True, stream=_noise_stream(args, coarse))
+                    progress=True, stream=_noise_stream(args, coarse), tile=args.tile)
     out.attrs.update(provenance_attrs("sample", checkpoint=relpath_or_name(args.checkpoint),
                                       checkpoint_sha256=dl.checkpoint_sha256))
     write_netcdf(out, args.out)
@@ -78,6 +90,7 @@ def register(sub: Any) -> None:
     t.add_argument("--static", default=None, help="static z/lsm file (default: reference.static)")
     t.add_argument("--out", default=None, help="checkpoint path (default: <output_dir>/model/checkpoint.pt)")
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    t.add_argument("--gpus", type=int, default=1, help="GPUs of this node: > 1 re-launches under torchrun (DDP)")
     t.add_argument("--time-limit-minutes", type=float, default=None, help="stop training after this wall time")
     t.set_defaults(func=_run_train)
 
@@ -98,4 +111,11 @@ def register(sub: Any) -> None:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--start", default=None, help="first time (e.g. 2013-01-01)")
     s.add_argument("--end", default=None, help="last time")
+    s.add_argument("--lat", type=float, nargs=2, default=None, metavar=("LAT0", "LAT1"),
+                   help="0.25 deg cell centres of the target grid (default: the training grid)")
+    s.add_argument("--lon", type=float, nargs=2, default=None, metavar=("LON0", "LON1"),
+                   help="0.25 deg cell centres of the target grid, -180..180 (default: the training grid)")
+    s.add_argument("--static", default=None,
+                   help="global static z/lsm file for the target grid (default: the one recorded at training)")
+    s.add_argument("--tile", type=int, default=None, help="tile size on grids larger than it (default: training patch)")
     s.set_defaults(func=_run_sample)

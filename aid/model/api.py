@@ -7,6 +7,7 @@ normalisation and the static conditioning once; ``sample`` is then called per ba
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import xarray as xr
 from aid.errors import CheckpointError, ConfigError
 from aid.model import transforms
 from aid.model.checkpoint import load_checkpoint
-from aid.model.data import date_keys, time_features, upsampled
+from aid.model.data import date_keys, static_channels, static_fields, time_features, upsampled
 from aid.model.precond import EDMDenoiser
 from aid.model.prior import RidgePrior
 from aid.model.sampler import CPU_MICRO_BATCH, chunked, heun_sample, member_seed
@@ -60,7 +61,13 @@ class Downscaler:
     """A trained residual EDM downscaler.
 
     Attributes: ``variables`` (channel order), ``checkpoint_sha256`` (content hash, verified),
-    ``config`` (training config), ``lat``/``lon`` (fine grid), ``orography``/``land_sea_mask``.
+    ``config`` (training config), ``lat``/``lon`` (fine grid), ``orography``/``land_sea_mask``,
+    ``training_domain`` (region and period the network learnt on).
+
+    The network is fully convolutional and conditioned on position only through the static
+    channels (orography, land-sea mask, latitude, periodic longitude), so :meth:`for_grid` moves
+    it to any 0.25 deg grid by rebuilding those channels from the global static file; domains
+    larger than the training patch are sampled in blended tiles (:mod:`aid.model.tiling`).
     """
 
     def __init__(self, content: dict[str, Any], sha256: str, path: str | os.PathLike[str], device: str = "cpu",
@@ -106,6 +113,56 @@ class Downscaler:
             "rho": float(tuned.get("rho", FALLBACK["rho"])), "sigma_max": float(tuned.get("sigma_max", self.sigma_max))}
         #: linear residual prior (aid.model.prior), None for checkpoints trained without one
         self.prior = RidgePrior.from_content(content.get("prior") or {})
+        #: region (cell centres) and period of the training data
+        self.training_domain: dict[str, Any] = json.loads(content.get("training_domain_json") or "null") or {
+            "lat": [float(self.lat[0]), float(self.lat[-1])], "lon": [float(self.lon[0]), float(self.lon[-1])]}
+        #: the static file used at training (default of :meth:`for_grid`)
+        self.static_path: str = str(content.get("static_path") or self.config.get("reference", {}).get("static") or "")
+        self._train_lat, self._train_lon = self.lat.copy(), self.lon.copy()
+
+    def outside_training(self, lat: np.ndarray, lon: np.ndarray) -> str:
+        """Why the grid ``lat`` x ``lon`` is not inside the training region ('' when it is)."""
+        (la0, la1), (lo0, lo1) = self.training_domain["lat"], self.training_domain["lon"]
+        lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+        lon_in = np.mod(lon - lo0 + 1e-6, 360.0) <= (lo1 - lo0) % 360.0 + 2e-6 if lo1 - lo0 < 359.0 else np.ones(
+            lon.shape, bool)
+        if (lat.min() >= la0 - 1e-6 and lat.max() <= la1 + 1e-6) and bool(lon_in.all()):
+            return ""
+        return (f"target grid lat {lat.min():g}..{lat.max():g}, lon {lon.min():g}..{lon.max():g} extends beyond the "
+                f"training region lat {la0:g}..{la1:g}, lon {lo0:g}..{lo1:g}")
+
+    def for_grid(self, lat: np.ndarray, lon: np.ndarray, static_path: str | os.PathLike[str] | None = None) -> Downscaler:
+        """This model on another 0.25 deg grid (cell centres ``lat`` x ``lon``).
+
+        The static channels are rebuilt from ``static_path`` (default: the file recorded at
+        training); a grid beyond the training region is allowed but logged as a warning (the
+        network has not seen that climate). A checkpoint with a residual prior is refused: the
+        prior is a per-pixel regression of the training grid.
+        """
+        lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+        if lat.shape == self.lat.shape and lon.shape == self.lon.shape and np.allclose(lat, self.lat) and \
+                np.allclose(lon, self.lon):
+            return self
+        if self.prior is not None:
+            raise CheckpointError(
+                f"{self.path}: the checkpoint has a per-pixel residual prior of its training grid "
+                f"(lat {self._train_lat[0]:g}..{self._train_lat[-1]:g}, lon {self._train_lon[0]:g}..{self._train_lon[-1]:g}); "
+                f"it cannot downscale lat {lat[0]:g}..{lat[-1]:g}, lon {lon[0]:g}..{lon[-1]:g}.",
+                "use the training domain, or train a checkpoint for any region with model.prior: null.")
+        path = static_path or self.static_path
+        if not path:
+            raise CheckpointError(f"{self.path}: no static file recorded in the checkpoint.",
+                                  "pass --static (the global ERA5 z/lsm file).")
+        oro, lsm = static_fields(path, lat, lon)
+        new = copy.copy(self)
+        new.lat, new.lon = lat, lon
+        new.orography, new.land_sea_mask = oro.astype(np.float32), lsm.astype(np.float32)
+        new.static = torch.from_numpy(static_channels(oro, lsm, lat, lon))
+        new.periodic_lon = abs(len(lon) * 0.25 - 360.0) < 1e-6
+        why = new.outside_training(lat, lon)
+        if why:
+            log.warning("%s: %s; the network has not seen this region's climate and static fields", self.path, why)
+        return new
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "auto",
@@ -176,6 +233,8 @@ class Downscaler:
         max_batch: int = 256,
         progress: bool = False,
         sigma_max: float | None = None,
+        static: np.ndarray | torch.Tensor | None = None,
+        tile: int | None = None,
         *,
         stream: str,
     ) -> np.ndarray:
@@ -184,9 +243,10 @@ class Downscaler:
         The diffusion runs in model units (normalised / :attr:`res_scale`); the result is scaled back.
         ``cond`` is the normalised conditioning without the static channels (upsampled coarse,
         then the prior's channels when the checkpoint has a prior), ``keys`` the date keys of the
-        member seeds, ``stream`` the driving run's noise stream
-        (:func:`aid.model.sampler.noise_stream`). :meth:`sample` builds these from a coarse dataset; training's sampler tuning
-        calls this directly on its validation fields.
+        member seeds, ``stream`` the driving run's noise stream (:func:`aid.model.sampler.noise_stream`).
+        :meth:`sample` builds these from a coarse dataset; training's sampler tuning calls this directly
+        on its validation fields (``static``: their static channels when they are a window of the
+        grid). ``tile`` (default: the training patch) is the tile size on larger domains.
         """
         samples = [int(s) for s in samples]
         nt, _, h, w = cond.shape
@@ -195,8 +255,9 @@ class Downscaler:
         res = np.empty((ns, nt, c, h, w), dtype=np.float64)
         days_per_batch = max(1, max_batch // max(ns, 1))
         cuda = self.device.startswith("cuda")
-        overlap = max(2, self.patch // 4)
-        static = self.static.to(self.device)
+        tile = int(tile or self.patch)
+        overlap = max(2, tile // 4)
+        static = torch.as_tensor(self.static if static is None else static, dtype=torch.float32).to(self.device)
         with torch.inference_mode(), _deterministic(not cuda), (
             torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         ):
@@ -212,13 +273,22 @@ class Downscaler:
 
                 def denoise(x: torch.Tensor, sigma: torch.Tensor, cb: torch.Tensor = cb, tb: torch.Tensor = tb) -> torch.Tensor:
                     fn = self._denoise_fn(sigma, tb)
-                    return tiled_apply(fn, x, cb, (self.patch, self.patch), overlap, self.periodic_lon)
+                    return tiled_apply(fn, x, cb, (tile, tile), overlap, self.periodic_lon)
 
                 r = heun_sample(denoise, gens, (c, h, w), steps, self.sigma_min, sigma_max or self.sigma_max, rho, churn,
                                 device=self.device, progress=progress).float().cpu().numpy()
                 for k, (d, s) in enumerate(rows):
                     res[samples.index(s), d] = r[k]
         return res * self.res_scale[None, None, :, None, None]
+
+    def training_domain_attr(self) -> str:
+        """``aid_training_domain`` attribute: the training region, and whether this grid is outside it."""
+        d = self.training_domain
+        text = f"lat {d['lat'][0]:g}..{d['lat'][1]:g}, lon {d['lon'][0]:g}..{d['lon'][1]:g}"
+        if d.get("period"):
+            text += f", {d['period'][0]}..{d['period'][1]}"
+        why = self.outside_training(self.lat, self.lon)
+        return text + ("; WARNING: " + why if why else "")
 
     def conditioning(self, coarse: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """(upsampled coarse in model space, its normalised form, time features, prior residual or None).
@@ -245,6 +315,7 @@ class Downscaler:
         max_batch: int = 256,
         progress: bool = False,
         sigma_max: float | None = None,
+        tile: int | None = None,
         *,
         stream: str,
     ) -> xr.Dataset:
@@ -253,7 +324,8 @@ class Downscaler:
         Each (sample, time) member starts from noise seeded by (seed, stream, sample, date) only, so
         any subset of samples or days reproduces bit-identically on CPU, and different driving runs
         (``stream``, :func:`aid.model.sampler.noise_stream`) get independent noise. pr is clipped to >= 0.
-        ``sigma_max`` overrides the checkpoint's starting noise level (normalised units).
+        ``sigma_max`` overrides the checkpoint's starting noise level (normalised units). The
+        output grid is :attr:`lat` x :attr:`lon` (see :meth:`for_grid`).
         """
         from aid.regrid import normalise_coords
 
@@ -271,7 +343,7 @@ class Downscaler:
         if prior is not None:
             cond = np.concatenate([cond, prior], axis=1)
         r = self.sample_normalised(cond, tfeat, date_keys(times), samples, seed, steps, churn, rho, max_batch,
-                                   progress, sigma_max, stream=stream)
+                                   progress, sigma_max, tile=tile, stream=stream)
         if offset is not None:
             r = r + offset[None]
         ns, nt, c, h, w = r.shape
@@ -287,5 +359,5 @@ class Downscaler:
             out[v] = (("sample", "time", "lat", "lon"), phys[:, :, i], attrs)
         out.attrs.update({"aid_checkpoint_sha256": self.checkpoint_sha256, "aid_sampler_seed": str(seed),
                           "aid_sampler_steps": str(steps), "aid_sampler_churn": str(churn), "aid_sampler_rho": str(rho),
-                          "aid_sampler_noise_stream": stream})
+                          "aid_sampler_noise_stream": stream, "aid_training_domain": self.training_domain_attr()})
         return out

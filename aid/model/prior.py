@@ -21,7 +21,7 @@ the ridge penalty is ``lam * n`` with ``lam`` chosen per channel by blocked cros
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,23 +55,29 @@ def calendar_terms(tfeat: np.ndarray, use_doy: bool) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def _design(cond_t: np.ndarray, cal: np.ndarray, ratio: int, k: int, rows: slice) -> np.ndarray:
-    """(P, N, F) design matrices of the pixels in ``rows`` (all columns), float64.
+def _design(cond_t: np.ndarray, cal: np.ndarray, ratio: int, k: int, rows: slice | np.ndarray,
+            cols: np.ndarray | None = None, origin: tuple[int, int] = (0, 0),
+            full: tuple[int, int] | None = None) -> np.ndarray:
+    """(P, N, F) design matrices of the pixels ``rows`` x ``cols`` (domain indices), float64.
 
-    ``cond_t`` is the conditioning as (H, W, N, C), so every stencil offset is a contiguous gather.
+    ``cond_t`` is the conditioning as (h, w, N, C) over the domain rows/columns starting at
+    ``origin`` (a piece of a domain of shape ``full``; default: the whole domain), so every stencil
+    offset is a contiguous gather; offsets are clamped at the *domain* edge, so a piece with a
+    halo of ``k * ratio`` cells gives exactly the whole domain's design.
     """
     h, w, n, c = cond_t.shape
-    ri_all = np.arange(h)[rows]
-    nr = len(ri_all)
-    x = np.empty((nr, w, n, (2 * k + 1) ** 2 * c + cal.shape[1]), dtype=np.float64)
+    hf, wf = full or (h, w)
+    ri = np.arange(hf)[rows] if isinstance(rows, slice) else np.asarray(rows)
+    ci = np.arange(wf) if cols is None else np.asarray(cols)
+    x = np.empty((len(ri), len(ci), n, (2 * k + 1) ** 2 * c + cal.shape[1]), dtype=np.float64)
     j = 0
     for a in range(-k, k + 1):
-        sub = cond_t[np.clip(ri_all + a * ratio, 0, h - 1)]
+        sub = cond_t[np.clip(ri + a * ratio, 0, hf - 1) - origin[0]]
         for b in range(-k, k + 1):
-            x[..., j : j + c] = sub[:, np.clip(np.arange(w) + b * ratio, 0, w - 1)]
+            x[..., j : j + c] = sub[:, np.clip(ci + b * ratio, 0, wf - 1) - origin[1]]
             j += c
     x[..., j:] = cal[None, None]
-    return x.reshape(nr * w, n, -1)
+    return x.reshape(len(ri) * len(ci), n, -1)
 
 
 def _folds(n: int) -> list[np.ndarray]:
@@ -79,23 +85,100 @@ def _folds(n: int) -> list[np.ndarray]:
     return [np.arange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
-def _fold_sums(x: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> list[tuple[np.ndarray, ...]]:
-    """Per fold: (X^T X, X^T Y, sum X, sum Y, n) of its fields, per pixel (batched BLAS matmuls)."""
-    out = []
-    for fi in folds:
-        xf, yf = x[:, fi], y[:, fi]
-        xt = xf.transpose(0, 2, 1)
-        out.append((xt @ xf, xt @ yf, xf.sum(1), yf.sum(1), len(fi)))
+def fold_of(n: int) -> np.ndarray:
+    """Cross-fitting fold of each of ``n`` training fields (contiguous blocks in time order)."""
+    out = np.empty(n, dtype=np.int64)
+    for f, fi in enumerate(_folds(n)):
+        out[fi] = f
     return out
 
 
-def _centred(sums: list[tuple[np.ndarray, ...]], skip: int | None) -> tuple[np.ndarray, ...]:
-    """Centred Gram, cross-product and means of all folds but ``skip``: (G, X^T y, x_mean, y_mean, n)."""
-    parts = [t for i, t in enumerate(sums) if i != skip]
-    sxx, sxy, sx, sy = (sum(t[j] for t in parts) for j in range(4))
-    n = sum(t[4] for t in parts)
-    xm, ym = sx / n, sy / n
-    return sxx - n * xm[:, :, None] * xm[:, None, :], sxy - n * xm[:, :, None] * ym[:, None, :], xm, ym, n
+class _Sums:
+    """Per-fold sufficient statistics of the pixels of one row chunk, added block by block."""
+
+    def __init__(self, n_folds: int, p: int, f: int, c: int) -> None:
+        self.sxx = np.zeros((n_folds, p, f, f))
+        self.sxy = np.zeros((n_folds, p, f, c))
+        self.sx = np.zeros((n_folds, p, f))
+        self.sy = np.zeros((n_folds, p, c))
+        self.syy = np.zeros((n_folds, p, c))
+        self.n = np.zeros(n_folds, dtype=np.int64)
+
+    def add(self, x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> None:
+        for f in np.unique(folds):
+            sel = folds == f
+            xf, yf = x[:, sel], y[:, sel]
+            xt = xf.transpose(0, 2, 1)
+            self.sxx[f] += xt @ xf
+            self.sxy[f] += xt @ yf
+            self.sx[f] += xf.sum(1)
+            self.sy[f] += yf.sum(1)
+            self.syy[f] += (yf**2).sum(1)
+            self.n[f] += int(sel.sum())
+
+    def fold(self, f: int) -> tuple[np.ndarray, ...]:
+        return self.sxx[f], self.sxy[f], self.sx[f], self.sy[f], int(self.n[f])
+
+    def centred(self, skip: int | None) -> tuple[np.ndarray, ...]:
+        """Centred Gram, cross-product and means of all folds but ``skip``: (G, X^T y, x_mean, y_mean, n)."""
+        keep = [f for f in range(len(self.n)) if f != skip]
+        sxx, sxy = self.sxx[keep].sum(0), self.sxy[keep].sum(0)
+        sx, sy = self.sx[keep].sum(0), self.sy[keep].sum(0)
+        n = int(self.n[keep].sum())
+        xm, ym = sx / n, sy / n
+        return sxx - n * xm[:, :, None] * xm[:, None, :], sxy - n * xm[:, :, None] * ym[:, None, :], xm, ym, n
+
+
+def _held_out_sse(beta: np.ndarray, xm: np.ndarray, ym: np.ndarray, held: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Per channel: sum over the held-out fold's fields and pixels of (y - ym - (x - xm) beta)^2.
+
+    Computed from the fold's sums alone, so choosing the penalty needs no second read of the data.
+    """
+    sxx, sxy, sx, sy, n, syy = held
+    a = ym - np.einsum("pf,pfc->pc", xm, beta)  # intercept of the prediction a + x beta
+    quad = np.einsum("pfc,pfg,pgc->pc", beta, sxx, beta)
+    cross = np.einsum("pfc,pfc->pc", beta, sxy)
+    sse = syy - 2 * a * sy - 2 * cross + n * a**2 + 2 * a * np.einsum("pf,pfc->pc", sx, beta) + quad
+    return sse.sum(0)
+
+
+@dataclass
+class CrossFit:
+    """Coefficients fitted without each fold: the training fields' honest (cross-fitted) prior."""
+
+    ratio: int
+    half_width: int
+    use_doy: bool
+    coef: np.ndarray  # (folds, H, W, F, C)
+    x_mean: np.ndarray  # (folds, H, W, F)
+    y_mean: np.ndarray  # (folds, H, W, C)
+    folds: np.ndarray  # (n,) fold of each training field
+    #: per-channel RMS of (residual - cross-fitted prior) over the training fields
+    rms: np.ndarray | None = None
+
+    def predict(self, cond: np.ndarray, tfeat: np.ndarray, positions: np.ndarray, rows: slice, cols: np.ndarray,
+                origin: tuple[int, int], full: tuple[int, int]) -> np.ndarray:
+        """(m, C, h, w) float32 cross-fitted prior of training fields ``positions`` on ``rows`` x ``cols``.
+
+        ``cond`` (m, C, hr, wr) covers the domain piece starting at ``origin`` (with a halo).
+        """
+        cal = calendar_terms(tfeat, self.use_doy)
+        cond_t = np.ascontiguousarray(cond.transpose(2, 3, 0, 1))
+        ri, ci = np.arange(full[0])[rows], np.asarray(cols)
+        out = np.empty((len(positions), self.coef.shape[-1], len(ri), len(ci)), dtype=np.float32)
+        fo = self.folds[np.asarray(positions)]
+        for r0 in range(0, len(ri), ROW_CHUNK):
+            rr = ri[r0 : r0 + ROW_CHUNK]
+            x = _design(cond_t, cal, self.ratio, self.half_width, rr, ci, origin, full)
+            for f in np.unique(fo):
+                sel = fo == f
+                coef = self.coef[f][rr][:, ci].reshape(len(rr) * len(ci), *self.coef.shape[3:])
+                xm = self.x_mean[f][rr][:, ci].reshape(len(rr) * len(ci), -1)
+                ym = self.y_mean[f][rr][:, ci].reshape(len(rr) * len(ci), -1)
+                p = (x[:, sel] - xm[:, None]) @ coef + ym[:, None]
+                out[np.flatnonzero(sel), :, r0 : r0 + len(rr)] = p.reshape(len(rr), len(ci), int(sel.sum()), -1) \
+                    .transpose(2, 3, 0, 1)
+        return out
 
 
 @dataclass
@@ -137,6 +220,17 @@ class RidgePrior:
                     self.hi.astype(np.float32)[None, :, None, None], out=out)
         return out
 
+    def predict_piece(self, cond: np.ndarray, tfeat: np.ndarray, rows: slice, cols: np.ndarray,
+                      origin: tuple[int, int], full: tuple[int, int]) -> np.ndarray:
+        """:meth:`predict` on ``rows`` x ``cols`` of the domain from a conditioning piece with a halo."""
+        one = CrossFit(self.ratio, self.half_width, self.use_doy, self.coef[None], self.x_mean[None],
+                       self.y_mean[None], np.zeros(cond.shape[0], dtype=np.int64))
+        out = one.predict(cond, tfeat, np.arange(cond.shape[0]), rows, cols, origin, full)
+        if self.lo is not None and self.hi is not None:
+            np.clip(out, self.lo.astype(np.float32)[None, :, None, None],
+                    self.hi.astype(np.float32)[None, :, None, None], out=out)
+        return out
+
     def to_content(self) -> dict[str, Any]:
         return {"half_width": self.half_width, "ratio": self.ratio, "use_doy": self.use_doy, "mode": self.mode,
                 "coef": torch.from_numpy(self.coef.astype(np.float32)),
@@ -156,38 +250,55 @@ class RidgePrior:
                    c["lo"].numpy() if "lo" in c else None, c["hi"].numpy() if "hi" in c else None)
 
 
-def fit(cond: np.ndarray, tfeat: np.ndarray, y: np.ndarray, ratio: int, half_width: int, use_doy: bool,
-        mode: str = "condition") -> tuple[RidgePrior, np.ndarray]:
-    """Fit the prior on training fields; returns it and the cross-fitted (N, C, H, W) predictions.
+Reader = Callable[[slice, int], Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]
 
-    ``cond``/``y``: normalised upsampled coarse fields and residuals (N, C, H, W). The penalty of
-    each channel is the one with the lowest blocked-CV squared error over all pixels.
+
+def fit_stream(reader: Reader, n: int, shape: tuple[int, int], n_channels: int, ratio: int, half_width: int,
+               use_doy: bool, mode: str = "condition", budget_mb: float = 256.0) -> tuple[RidgePrior, CrossFit]:
+    """Fit the prior on ``n`` training fields read piece by piece; returns it and its cross-fit.
+
+    ``reader(rows, halo)`` yields, for consecutive blocks of training fields, (positions in
+    0..n-1, normalised conditioning (m, C, rows +- halo clamped to the domain, W), normalised
+    residual (m, C, rows, W), time features (m, 4)). Memory: one row chunk's per-fold sums (sized
+    to ``budget_mb``) and one block's design matrices; never the whole period. The penalty of each
+    channel is the one with the lowest blocked-CV squared error over all pixels.
     """
-    n, c, h, w = y.shape
-    cal = calendar_terms(tfeat, use_doy)
-    cond_t = np.ascontiguousarray(cond.transpose(2, 3, 0, 1))
-    y_t = np.ascontiguousarray(y.transpose(2, 3, 0, 1), dtype=np.float64)
-    folds = _folds(n)
-    n_feat = cal.shape[1] + cond.shape[1] * (2 * half_width + 1) ** 2
+    h, w = shape
+    c = n_channels
+    k = int(half_width)
+    folds = fold_of(n)
+    n_folds = int(folds.max()) + 1
+    n_feat = calendar_terms(np.zeros((1, 4), dtype=np.float32), use_doy).shape[1] + c * (2 * k + 1) ** 2
+    per_row = w * n_folds * (n_feat * n_feat + n_feat * c + n_feat + 2 * c) * 8
+    rows_per = max(1, min(h, int(budget_mb * 2**20 // per_row)))
+    chunks = [slice(r0, min(h, r0 + rows_per)) for r0 in range(0, h, rows_per)]
+    halo = k * ratio
 
-    def chunks():  # noqa: ANN202
-        for r0 in range(0, h, ROW_CHUNK):
-            rows = slice(r0, min(h, r0 + ROW_CHUNK))
-            x = _design(cond_t, cal, ratio, half_width, rows)
-            yy = y_t[rows].reshape(x.shape[0], n, c)
-            yield rows, x, yy, _fold_sums(x, yy, folds)
+    def sums_of(rows: slice) -> _Sums:
+        s = _Sums(n_folds, (rows.stop - rows.start) * w, n_feat, c)
+        for pos, cond, y, tfeat in reader(rows, halo):
+            origin = (max(0, rows.start - halo), 0)
+            x = _design(np.ascontiguousarray(cond.transpose(2, 3, 0, 1)), calendar_terms(tfeat, use_doy), ratio, k,
+                        rows, None, origin, shape)
+            yy = np.ascontiguousarray(y.transpose(2, 3, 0, 1), dtype=np.float64).reshape(x.shape[0], len(pos), c)
+            s.add(x, yy, folds[pos])
+        return s
 
     # pass 1: choose the penalty per channel (one eigen-decomposition serves every penalty)
     sse = np.zeros((len(LAMBDAS), c))
-    for _, x, yy, sums in chunks():
-        for f, fi in enumerate(folds):
-            g, xy, xm, ym, n_tr = _centred(sums, f)
+    kept: dict[int, _Sums] = {}
+    for i, rows in enumerate(chunks):
+        s = sums_of(rows)
+        for f in range(n_folds):
+            g, xy, xm, ym, n_tr = s.centred(f)
             e, v = np.linalg.eigh(g)
             vb = v.transpose(0, 2, 1) @ xy  # V^T X^T y
-            xv = (x[:, fi] - xm[:, None]) @ v
+            held = (*s.fold(f), s.syy[f])
             for li, lam in enumerate(LAMBDAS):
-                pred = xv @ (vb / (e + lam * n_tr)[:, :, None]) + ym[:, None]
-                sse[li] += ((pred - yy[:, fi]) ** 2).sum(axis=(0, 1))
+                beta = v @ (vb / (e + lam * n_tr)[:, :, None])
+                sse[li] += _held_out_sse(beta, xm, ym, held)
+        if len(chunks) == 1:
+            kept[i] = s
     lam = np.array([LAMBDAS[i] for i in sse.argmin(0)])
     eye = np.eye(n_feat)
 
@@ -195,25 +306,61 @@ def fit(cond: np.ndarray, tfeat: np.ndarray, y: np.ndarray, ratio: int, half_wid
         return np.stack([np.linalg.solve(g + lam[ci] * n_tr * eye, xy[:, :, ci : ci + 1])[..., 0] for ci in range(c)],
                         axis=2)
 
-    # pass 2: cross-fitted training predictions and the final fit on all fields
-    cv = np.empty((n, c, h, w), dtype=np.float32)
+    # pass 2: coefficients without each fold (cross-fitting) and on all fields
+    cf = np.empty((n_folds, h, w, n_feat, c))
+    cfx = np.empty((n_folds, h, w, n_feat))
+    cfy = np.empty((n_folds, h, w, c))
     coef = np.empty((h, w, n_feat, c))
     x_mean = np.empty((h, w, n_feat))
     y_mean = np.empty((h, w, c))
-    for rows, x, yy, sums in chunks():
+    for i, rows in enumerate(chunks):
+        s = kept.pop(i, None) or sums_of(rows)
         nr = rows.stop - rows.start
-        for f, fi in enumerate(folds):
-            g, xy, xm, ym, n_tr = _centred(sums, f)
-            p = (x[:, fi] - xm[:, None]) @ solve(g, xy, n_tr) + ym[:, None]
-            cv[fi, :, rows] = p.reshape(nr, w, len(fi), c).transpose(2, 3, 0, 1)
-        g, xy, xm, ym, n_tr = _centred(sums, None)
+        for f in range(n_folds):
+            g, xy, xm, ym, n_tr = s.centred(f)
+            cf[f, rows] = solve(g, xy, n_tr).reshape(nr, w, n_feat, c)
+            cfx[f, rows] = xm.reshape(nr, w, -1)
+            cfy[f, rows] = ym.reshape(nr, w, -1)
+        g, xy, xm, ym, n_tr = s.centred(None)
         coef[rows] = solve(g, xy, n_tr).reshape(nr, w, n_feat, c)
         x_mean[rows] = xm.reshape(nr, w, -1)
         y_mean[rows] = ym.reshape(nr, w, -1)
-    rms_res = np.sqrt((y.astype(np.float64) ** 2).mean(axis=(0, 2, 3)))
-    rms_cv = np.sqrt(((y - cv).astype(np.float64) ** 2).mean(axis=(0, 2, 3)))
+    cross = CrossFit(ratio, k, use_doy, cf, cfx, cfy, folds)
+
+    # pass 3: range and error of the cross-fitted training predictions
+    lo, hi = np.full(c, np.inf), np.full(c, -np.inf)
+    s_res, s_cv, cnt = np.zeros(c), np.zeros(c), 0
+    for rows in chunks:
+        for pos, cond, y, tfeat in reader(rows, halo):
+            cv = cross.predict(cond, tfeat, pos, rows, np.arange(w), (max(0, rows.start - halo), 0), shape)
+            lo, hi = np.minimum(lo, cv.min(axis=(0, 2, 3))), np.maximum(hi, cv.max(axis=(0, 2, 3)))
+            s_res += (y.astype(np.float64) ** 2).sum(axis=(0, 2, 3))
+            s_cv += ((y - cv).astype(np.float64) ** 2).sum(axis=(0, 2, 3))
+            cnt += y.shape[0] * y.shape[2] * y.shape[3]
     log.info("residual prior (ridge, %dx%d coarse stencil): cross-validated residual RMS %s (penalty %s)",
-             2 * half_width + 1, 2 * half_width + 1,
-             ", ".join(f"{a:.3f}->{b:.3f}" for a, b in zip(rms_res, rms_cv)), ", ".join(f"{v:g}" for v in lam))
-    lo, hi = cv.min(axis=(0, 2, 3)).astype(np.float64), cv.max(axis=(0, 2, 3)).astype(np.float64)
-    return RidgePrior(half_width, ratio, use_doy, mode, coef, x_mean, y_mean, lam, lo, hi), cv
+             2 * k + 1, 2 * k + 1, ", ".join(f"{a:.3f}->{b:.3f}" for a, b in zip(np.sqrt(s_res / cnt), np.sqrt(s_cv / cnt))),
+             ", ".join(f"{v:g}" for v in lam))
+    cross.rms = np.sqrt(s_cv / max(cnt, 1))
+    return RidgePrior(k, ratio, use_doy, mode, coef, x_mean, y_mean, lam, lo, hi), cross
+
+
+def array_reader(cond: np.ndarray, tfeat: np.ndarray, y: np.ndarray, block: int = 256) -> Reader:
+    """A :data:`Reader` over in-memory (N, C, H, W) fields (tests, small data)."""
+    h = y.shape[2]
+
+    def read(rows: slice, halo: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        r0, r1 = max(0, rows.start - halo), min(h, rows.stop + halo)
+        for t0 in range(0, y.shape[0], block):
+            pos = np.arange(t0, min(y.shape[0], t0 + block))
+            yield pos, cond[pos, :, r0:r1], y[pos, :, rows], tfeat[pos]
+
+    return read
+
+
+def fit(cond: np.ndarray, tfeat: np.ndarray, y: np.ndarray, ratio: int, half_width: int, use_doy: bool,
+        mode: str = "condition") -> tuple[RidgePrior, np.ndarray]:
+    """:func:`fit_stream` on in-memory fields; returns the prior and the cross-fitted (N, C, H, W) predictions."""
+    n, c, h, w = y.shape
+    prior, cross = fit_stream(array_reader(cond, tfeat, y), n, (h, w), c, ratio, half_width, use_doy, mode)
+    cv = cross.predict(cond, tfeat, np.arange(n), slice(0, h), np.arange(w), (0, 0), (h, w))
+    return prior, cv

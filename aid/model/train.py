@@ -8,7 +8,7 @@ full field. Output at inference = upsampled coarse + sampled residual.
 Resumable: a ``<checkpoint>.last`` file is written atomically every few hundred steps (and when
 a time limit stops the run); a restarted job picks it up if it matches the configuration.
 Multi-GPU: started with ``torchrun``, ``WORLD_SIZE > 1`` turns on DDP (each rank draws its own
-DistributedSampler shard; only rank 0 logs and writes).
+shard of the sample stream, :class:`aid.model.data.WindowStream`; only rank 0 logs and writes).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from aid.errors import CheckpointError, ConfigError
-from aid.model import prior as residual_prior
-from aid.model import transforms
 from aid.model.checkpoint import load_checkpoint, save_checkpoint
-from aid.model.data import Pairs, load_pairs, static_channels, static_fields, time_features
-from aid.model.precond import EDM_SIGMA_DATA, P_MEAN, P_STD, EDMDenoiser, edm_loss, loss_weight, sample_sigma
+from aid.model.data import Unit, WindowStream, step_loader, tile_starts_cover
+from aid.model.prepare import Prepared, prepare_training
+from aid.model.precond import P_MEAN, P_STD, EDMDenoiser, edm_loss, loss_weight, sample_sigma
 from aid.model.unet import SIZES, build_unet, count_params
 
 log = logging.getLogger(__name__)
@@ -47,77 +45,6 @@ VAL_SIGMAS = (0.02, 0.1, 0.3, 1.0, 3.0)
 TUNE_FIELDS = 16
 
 
-@dataclass
-class Prepared:
-    """Normalised training tensors plus everything inference needs to rebuild them."""
-
-    variables: list[str]
-    y: np.ndarray  # (N, C, H, W) float32 normalised residual (minus the prior in mode "offset")
-    cond: np.ndarray  # (N, C or 2C, H, W) float32 normalised upsampled coarse (+ cross-fitted prior)
-    tfeat: np.ndarray  # (N, 4)
-    static: np.ndarray  # (N_STATIC, H, W)
-    mean: np.ndarray
-    std: np.ndarray
-    sigma_data: np.ndarray
-    lat: np.ndarray
-    lon: np.ndarray
-    orography: np.ndarray
-    lsm: np.ndarray
-    pr_transform: str
-    #: per-channel factor the model-space residual ``y`` was divided by (ones unless sigma_relative)
-    res_scale: np.ndarray
-    prior: residual_prior.RidgePrior | None = None
-
-
-def prepare(pairs: Pairs, orography: np.ndarray, lsm: np.ndarray, pr_transform: str,
-            prior: Mapping[str, Any] | None = None, ratio: int = 8, use_doy: bool = True,
-            sigma_relative: bool = False) -> Prepared:
-    """Transform, normalise with the fine field's per-channel stats, estimate sigma_data.
-
-    sigma_data is the RMS of the normalised residual per channel (not 1: the residual is a small
-    part of the field), floored at 0.01 so a channel without sub-grid detail stays well posed.
-    ``prior`` (:func:`aid.model.prior.settings`) fits the linear residual prior; its cross-fitted
-    predictions join the conditioning (and, in mode "offset", are taken off the target first).
-
-    ``sigma_relative`` divides each channel's residual by sigma_data / 0.5, so the diffusion runs
-    with sigma_data 0.5 in every channel, the scale EDM's noise distribution (P_mean -1.2), sigma_max
-    80 and loss weighting were designed for. Why: the residuals' RMS differs by 7x between channels
-    (default run: tas 0.09, pr 0.67), and one noise level per sample buries tas long before pr; at
-    P_mean -1.2 the median training sigma is 3.3 tas sigma_data, where the network can only learn the
-    conditional mean, which it over-fits. Measured in bench/model_skill.py and
-    bench/sampler_settings.py (README, Performance).
-    """
-    f_t = transforms.forward_stack(pairs.variables, pairs.fine, pr_transform)
-    u_t = transforms.forward_stack(pairs.variables, pairs.up, pr_transform)
-    mean, std = transforms.channel_stats(f_t)
-    cond = (u_t - mean[None, :, None, None]) / std[None, :, None, None]
-    y = (f_t - u_t) / std[None, :, None, None]
-    tfeat = time_features(pairs.times)
-    fitted = None
-    if prior:
-        fitted, cv = residual_prior.fit(cond, tfeat, y, ratio, int(prior["half_width"]), use_doy,
-                                        str(prior.get("mode", "condition")))
-        if fitted.mode == "offset":
-            y = y - cv
-        cond = np.concatenate([cond, cv], axis=1)
-    sigma_data = np.maximum(np.sqrt((y**2).mean(axis=(0, 2, 3))), 0.01)
-    log.info("sigma_data per channel (normalised residual RMS): %s",
-             ", ".join(f"{v}={s:.3f}" for v, s in zip(pairs.variables, sigma_data)))
-    res_scale = np.ones_like(sigma_data)
-    if sigma_relative:
-        res_scale = sigma_data / EDM_SIGMA_DATA
-        y = y / res_scale[None, :, None, None]
-        sigma_data = np.full_like(sigma_data, EDM_SIGMA_DATA)
-        log.info("residual channels scaled to sigma_data %.1f (sigma_relative)", EDM_SIGMA_DATA)
-    return Prepared(
-        variables=list(pairs.variables), y=y.astype(np.float32), cond=cond.astype(np.float32),
-        tfeat=tfeat, static=static_channels(orography, lsm, pairs.lat, pairs.lon),
-        mean=mean, std=std, sigma_data=sigma_data, lat=np.asarray(pairs.lat, dtype=float),
-        lon=np.asarray(pairs.lon, dtype=float), orography=orography, lsm=lsm, pr_transform=pr_transform,
-        prior=fitted, res_scale=res_scale,
-    )
-
-
 def train_from_config(
     config: Mapping[str, Any],
     fine_paths: Sequence[str | os.PathLike[str]],
@@ -126,22 +53,18 @@ def train_from_config(
     checkpoint_out: str | os.PathLike[str],
     threads: int = 2,
     time_limit_s: float | None = None,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = None,
 ) -> Path:
     """Train on the reference (fine, coarse) pairs of ``model.train.years``; write the checkpoint.
 
-    ``time_limit_s`` stops training early (the cosine schedule is stretched to end at the limit).
+    The pairs are read lazily (:func:`aid.model.prepare.prepare_training`); ``time_limit_s`` stops
+    training early (the cosine schedule is stretched to end at the limit); ``val_fraction``
+    overrides ``model.train.val_fraction``.
     """
     cfg = dict(config)
-    mcfg = cfg["model"]
-    pairs = load_pairs(cfg, fine_paths, coarse_paths)
-    orography, lsm = static_fields(static_path, pairs.lat, pairs.lon)
-    ratio = int(round(float(cfg["grid"]["coarse_resolution"]) / float(cfg["grid"]["fine_resolution"])))
-    prep = prepare(pairs, orography, lsm, mcfg.get("pr_transform", "log1p"), residual_prior.settings(mcfg), ratio,
-                   bool(mcfg.get("train", {}).get("use_doy", True)),
-                   bool(mcfg.get("train", {}).get("sigma_relative", False)))
+    prep = prepare_training(cfg, fine_paths, coarse_paths, static_path, val_fraction)
     return train_model(prep, cfg, checkpoint_out, threads=threads, time_limit_s=time_limit_s,
-                       val_fraction=val_fraction)
+                       static_path=static_path)
 
 
 def _lr_at(step: int, progress: float, tcfg: Mapping[str, Any]) -> float:
@@ -155,35 +78,10 @@ def _lr_at(step: int, progress: float, tcfg: Mapping[str, Any]) -> float:
     return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _batch_indices(step: int, n: int, batch: int, seed: int, rank: int, world: int) -> np.ndarray:
-    """Indices of the batch at ``step``: epoch-wise shuffles (DistributedSampler shards under DDP).
-
-    A pure function of ``step``, so a resumed run sees exactly the batches it would have seen.
-    """
-    if world > 1:
-        from torch.utils.data import DistributedSampler
-
-        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
-        per_rank = len(sampler)
-    else:
-        sampler, per_rank = None, n
-    bpe = max(1, per_rank // batch)
-    epoch, pos = divmod(step, bpe)
-    if sampler is not None:
-        sampler.set_epoch(epoch)
-        order = np.fromiter(iter(sampler), dtype=np.int64)
-    else:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g).numpy()
-    if per_rank < batch:  # tiny data sets: sample with replacement
-        g = torch.Generator().manual_seed(seed * 7919 + step)
-        return order[torch.randint(len(order), (batch,), generator=g).numpy()]
-    return order[pos * batch : (pos + 1) * batch]
-
-
 def _content(prep: Prepared, cfg: Mapping[str, Any], size: str, kwargs: Mapping[str, Any], net: torch.nn.Module,
              ema: torch.nn.Module, opt: torch.optim.Optimizer, step: int, elapsed: float, sigma_max: float,
-             history: list[float], best: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             history: list[float], best: Mapping[str, Any] | None = None,
+             static_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Checkpoint content: only tensors / dicts / lists / str / numbers (weights_only loads)."""
     return {
         "variables": list(prep.variables),
@@ -218,19 +116,34 @@ def _content(prep: Prepared, cfg: Mapping[str, Any], size: str, kwargs: Mapping[
         "best_step": int(best["step"]) if best else -1,
         "best_val": float(best["val"]) if best else float("nan"),
         "prior": prep.prior.to_content() if prep.prior is not None else {},
+        # where and when the model learnt: inference elsewhere is allowed, but flagged
+        "training_domain_json": json.dumps(training_domain(prep, cfg), sort_keys=True),
+        "static_path": str(static_path) if static_path is not None else "",
     }
 
 
-def _tune(content: dict[str, Any], prep: Prepared, va: np.ndarray, out: Path) -> dict[str, Any]:
+def training_domain(prep: Prepared, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The region (cell centres) and period the checkpoint was trained on."""
+    t = prep.archive.times
+    return {"lat": [float(prep.lat[0]), float(prep.lat[-1])], "lon": [float(prep.lon[0]), float(prep.lon[-1])],
+            "domain_id": str(cfg.get("domain", {}).get("id", "")),
+            "period": [str(np.datetime_as_string(t[0], "D")) if np.issubdtype(np.asarray(t).dtype, np.datetime64)
+                       else str(t[0]), str(np.datetime_as_string(t[-1], "D"))
+                       if np.issubdtype(np.asarray(t).dtype, np.datetime64) else str(t[-1])]}
+
+
+def _tune(content: dict[str, Any], val: dict[str, Any], out: Path) -> dict[str, Any]:
     """Choose the checkpoint's default sampler settings on (up to 16 of) the validation fields."""
     from aid.model.api import Downscaler
     from aid.model.tune import tune_sampler
 
-    idx = va[np.unique(np.linspace(0, len(va) - 1, min(len(va), TUNE_FIELDS)).round().astype(int))]
+    n = len(val["t"])
+    idx = np.unique(np.linspace(0, n - 1, min(n, TUNE_FIELDS)).round().astype(int))
     dl = Downscaler(content, "(tuning)", out, device="cpu")
     # scored in normalised units (sample_normalised undoes res_scale), as without sigma_relative
-    target = prep.y[idx] * dl.res_scale[None, :, None, None]
-    return tune_sampler(dl, prep.cond[idx], prep.tfeat[idx], [f"validation{i}" for i in idx], target)
+    target = val["y"][idx] * dl.res_scale[None, :, None, None]
+    return tune_sampler(dl, val["cond"][idx], val["tfeat"][idx], [f"validation{i}" for i in val["t"][idx]], target,
+                        static=val["static"])
 
 
 def _resume_mismatch(content: Mapping[str, Any], cfg: Mapping[str, Any], prep: Prepared) -> str:
@@ -284,16 +197,89 @@ def _setup_distributed() -> tuple[int, int, str]:
     return 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
 
 
+#: Validation fields held in memory (spread evenly over the validation blocks).
+VAL_FIELDS = 128
+#: Validation fields per network call (bounds validation's activation memory).
+VAL_BATCH = 16
+#: Training steps per cache unit (consecutive training fields read together).
+UNIT_STEPS = 32
+#: Spatial tile of a cache unit on large domains, fine cells (at least the training window).
+UNIT_TILE = 256
+
+
+def _validation_set(prep: Prepared, patch: int) -> dict[str, Any]:
+    """Validation fields in model units, one window per field (the domain's centre window).
+
+    The same window for every field, so sampler tuning sees one static field; for domains up to
+    the training patch (the default run) it is the whole domain.
+    """
+    h, w = prep.archive.shape
+    vh, vw = min(h, patch), min(w, patch)
+    r0, c0 = (h - vh) // 2, (w - vw) // 2
+    va = prep.val_idx
+    t = va[np.unique(np.linspace(0, len(va) - 1, min(len(va), VAL_FIELDS)).round().astype(int))] if len(va) else va
+    cols = np.arange(c0, c0 + vw)
+    ys, cs = [], []
+    for run in _runs(t):
+        y, c = prep.piece(run, slice(r0, r0 + vh), cols)
+        ys.append(y)
+        cs.append(c)
+    c = len(prep.variables)
+    return {"t": t, "y": np.concatenate(ys) if ys else np.zeros((0, c, vh, vw), np.float32),
+            "cond": np.concatenate(cs) if cs else np.zeros((0, prep.n_cond, vh, vw), np.float32),
+            "tfeat": prep.tfeat[t], "static": prep.static[:, r0 : r0 + vh, c0 : c0 + vw]}
+
+
+def _runs(t: np.ndarray) -> list[np.ndarray]:
+    """Sorted indices grouped so each group spans at most UNIT_STEPS archive steps (one read each)."""
+    out: list[np.ndarray] = []
+    for i in t:
+        if out and i - out[-1][0] < UNIT_STEPS:
+            out[-1] = np.append(out[-1], i)
+        else:
+            out.append(np.array([i]))
+    return out
+
+
+def training_stream(prep: Prepared, window: tuple[int, int], batch: int, seed: int, rank: int, world: int,
+                    cache_mb: float) -> WindowStream:
+    """The bounded-cache sample stream over the training fields (see :class:`WindowStream`)."""
+    h, w = prep.archive.shape
+    ph, pw = window
+    th, tw = min(h, max(ph, UNIT_TILE)), min(w, max(pw, UNIT_TILE))
+    periodic = prep.archive.periodic and tw < w
+    rows = tile_starts_cover(h, th, ph)
+    cols = tile_starts_cover(w, tw, pw, periodic)
+    tr = prep.train_idx
+    blocks = [tr[i : i + UNIT_STEPS] for i in range(0, len(tr), UNIT_STEPS)]
+    units = [Unit(b, slice(r, r + th), (c + np.arange(tw)) % w) for b in blocks for r in rows for c in cols]
+    per_unit = UNIT_STEPS * (len(prep.variables) + prep.n_cond) * th * tw * 4
+
+    def make(u: Unit) -> tuple[np.ndarray, np.ndarray]:
+        return prep.piece(u.times, u.rows, u.cols)
+
+    stream = WindowStream(units, make, (ph, pw), batch, seed, rank, world, per_unit, cache_mb)
+    if rank == 0:
+        log.info("training stream: %d units (%d steps x %d x %d cells, %.1f MiB each), %d cached%s", len(units),
+                 UNIT_STEPS, th, tw, per_unit / 2**20, stream.active, " (the whole archive)" if stream.full else "")
+    return stream
+
+
 def train_model(
     prep: Prepared,
     cfg: Mapping[str, Any],
     checkpoint_out: str | os.PathLike[str],
     threads: int = 2,
     time_limit_s: float | None = None,
-    val_fraction: float = 0.1,
     progress: bool = True,
+    static_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """The training loop (AdamW, grad clipping, EMA, warm-up + cosine LR, EDM loss)."""
+    """The training loop (AdamW, grad clipping, EMA, warm-up + cosine LR, EDM loss).
+
+    Batches come from :func:`training_stream` (``model.train.cache_mb`` bounds its memory,
+    ``model.train.workers`` DataLoader processes prepare them); validation fields are spread over
+    the period (:func:`aid.model.data.validation_split`).
+    """
     out = Path(checkpoint_out)
     last = out.with_name(out.name + ".last")
     mcfg, tcfg = cfg["model"], cfg["model"]["train"]
@@ -308,19 +294,14 @@ def train_model(
     batch = int(tcfg.get("batch_size", 16))
     c = len(prep.variables)
 
-    n = prep.y.shape[0]
-    n_val = int(round(n * val_fraction)) if n >= 20 else 0
-    tr = np.arange(n - n_val)
-    va = np.arange(n - n_val, n)
     dropout = tcfg.get("dropout")
     use_doy = bool(tcfg.get("use_doy", True))
-    n_cond = prep.cond.shape[1] + prep.static.shape[0]
+    n_cond = prep.n_cond + prep.static.shape[0]
     net, kwargs = build_unet(size, c, n_cond, dropout, use_doy)
     patch = int(kwargs["patch"])
-    # sigma_max: EDM's 80 (normalised units). Measured on the UK bench (same checkpoint, 12 Heun
-    # steps): sigma_max 1.3 / 10 / 80 gave ensemble-mean MAE 0.61 / 0.55 / 0.55 x bicubic and
-    # spread-skill 0.37 / 0.47 / 0.52, so the large start wins for the trained network even though
-    # with an exact Gaussian denoiser few steps from a large sigma_max inflate the variance.
+    val = _validation_set(prep, patch)
+    n_val = len(val["t"])
+    # sigma_max: EDM's 80 (normalised units); measured against smaller starts in bench/sampler_settings.py
     sigma_max = float(SIGMA_MAX)
     den = EDMDenoiser(net, torch.tensor(prep.sigma_data, dtype=torch.float32)).to(device)
     ema = EDMDenoiser(build_unet(size, c, n_cond, dropout, use_doy)[0], den.sigma_data.cpu()).to(device)
@@ -372,16 +353,13 @@ def train_model(
 
         model = DDP(den, device_ids=[torch.device(device).index] if cuda else None)
 
-    y_all = torch.from_numpy(prep.y)
-    cond_all = torch.from_numpy(prep.cond)
-    tf_all = torch.from_numpy(prep.tfeat)
     static = torch.from_numpy(prep.static)
-    h, w = prep.y.shape[-2:]
-    vh, vw = min(h, patch), min(w, patch)  # validation window
+    h, w = prep.archive.shape
     # Training crops (augmentation: random translations of the window with the matching static
     # fields; no flips, which would break the orography/coast alignment of the residual).
     crop = int(tcfg.get("crop", 0)) or patch
     ph, pw = min(h, crop), min(w, crop)
+    stream = training_stream(prep, (ph, pw), batch, seed, rank, world, float(tcfg.get("cache_mb", 1024)))
     cond_noise = float(tcfg.get("cond_noise", 0.0))
     p_mean = float(tcfg.get("p_mean", P_MEAN))
     p_std = float(tcfg.get("p_std", P_STD))
@@ -390,23 +368,31 @@ def train_model(
     ema_decay = float(tcfg.get("ema_decay", 0.999))
     clip = float(tcfg.get("grad_clip", 1.0))
     gen = torch.Generator()
+    rr, cc_ = torch.arange(ph), torch.arange(pw)
 
-    def batch_tensors(idx: np.ndarray, step: int) -> tuple[torch.Tensor, ...]:
+    def batch_tensors(item: tuple[torch.Tensor, ...], step: int) -> tuple[torch.Tensor | None, ...]:
+        yb, cb, ti, r0, c0 = item
         gen.manual_seed(seed * 1_000_003 + 7 * step + 104729 * rank)
-        r0 = int(torch.randint(h - ph + 1, (1,), generator=gen)) if h > ph else 0
-        c0 = int(torch.randint(w - pw + 1, (1,), generator=gen)) if w > pw else 0
-        ii = torch.from_numpy(idx)
-        yb = y_all[ii, :, r0 : r0 + ph, c0 : c0 + pw]
-        cb = torch.cat([cond_all[ii, :, r0 : r0 + ph, c0 : c0 + pw],
-                        static[None, :, r0 : r0 + ph, c0 : c0 + pw].expand(len(ii), -1, -1, -1)], dim=1)
-        lw = latw[r0 : r0 + ph]
-        pix = (lw / lw.mean())[:, None].expand(ph, pw) if use_latw else None
+        ri = r0[:, None] + rr[None]  # (B, ph)
+        ci = (c0[:, None] + cc_[None]) % w  # (B, pw); wraps on a global grid
+        st = static[:, ri[:, :, None], ci[:, None, :]].permute(1, 0, 2, 3)  # (B, N_STATIC, ph, pw)
+        cb = torch.cat([cb, st], dim=1)
+        pix = None
+        if use_latw:
+            lw = latw[ri]  # (B, ph)
+            pix = (lw / lw.mean(1, keepdim=True))[:, None, :, None].expand(-1, 1, ph, pw)
         if cond_noise > 0:  # noise augmentation of the coarse conditioning (not the static fields)
             cb = torch.cat([cb[:, :c] + cond_noise * torch.randn(cb[:, :c].shape, generator=gen), cb[:, c:]], dim=1)
-        sig = sample_sigma(len(ii), gen, p_mean=p_mean, p_std=p_std)
+        sig = sample_sigma(len(yb), gen, p_mean=p_mean, p_std=p_std)
         noise = torch.randn(yb.shape, generator=gen)
-        out = (yb, cb, tf_all[ii], sig, noise)
+        tb = torch.from_numpy(prep.tfeat[ti.numpy()])
+        out = (yb, cb, tb, sig, noise)
         return tuple(t.to(device) for t in out) + ((pix.to(device) if pix is not None else None),)
+
+    y_val = torch.from_numpy(val["y"])
+    c_val = torch.cat([torch.from_numpy(val["cond"]),
+                       torch.from_numpy(np.ascontiguousarray(val["static"]))[None].expand(n_val, -1, -1, -1)], 1)
+    t_val = torch.from_numpy(val["tfeat"])
 
     def validate() -> float:
         if n_val == 0:
@@ -414,22 +400,21 @@ def train_model(
         g = torch.Generator().manual_seed(12345)
         tot, cnt = 0.0, 0
         with torch.no_grad():
-            for i0 in range(0, n_val, 64):
-                idx = va[i0 : i0 + 64]
-                ii = torch.from_numpy(idx)
-                yb = y_all[ii, :, :vh, :vw].to(device)
-                cb = torch.cat([cond_all[ii, :, :vh, :vw], static[None, :, :vh, :vw].expand(len(ii), -1, -1, -1)], 1)
+            for i0 in range(0, n_val, VAL_BATCH):
+                sl = slice(i0, i0 + VAL_BATCH)
+                yb, cb, tb = y_val[sl].to(device), c_val[sl].to(device), t_val[sl].to(device)
                 for s in VAL_SIGMAS:
-                    sig = torch.full((len(ii),), s)
+                    sig = torch.full((len(yb),), s)
                     noise = torch.randn(yb.shape, generator=g).to(device)
-                    tot += float(edm_loss(ema, yb, cb.to(device), tf_all[ii].to(device), sig.to(device), noise)) * len(ii)
-                    cnt += len(ii)
+                    tot += float(edm_loss(ema, yb, cb, tb, sig.to(device), noise)) * len(yb)
+                    cnt += len(yb)
         return tot / max(cnt, 1)
 
     n_par = count_params(net)
     if rank == 0:
         log.info("model size %s: %.2f M parameters, patch %d, %d training / %d validation fields, %d steps x batch %d "
-                 "on %s (sigma_max %.1f)", size, n_par / 1e6, patch, len(tr), n_val, steps, batch, device, sigma_max)
+                 "on %s (sigma_max %.1f)", size, n_par / 1e6, patch, len(prep.train_idx), n_val, steps, batch, device,
+                 sigma_max)
     t0 = time.monotonic()
     save_every = max(50, min(500, steps // 5))
     val_every = max(25, min(250, steps // 20))
@@ -438,9 +423,13 @@ def train_model(
     bar = tqdm(range(start, steps), desc="train", disable=(rank != 0 or not progress), initial=start, total=steps)
     step = start
     stopped_early = False
+    first_step_s: float | None = None
+    step_s = 0.0  # time in training steps (batch, forward, backward, update), without validation/saving
+    batches = iter(step_loader(stream, start, steps, int(tcfg.get("workers", 0))))
     den.train()
     for step in bar:
-        elapsed = elapsed0 + time.monotonic() - t0
+        ts = time.monotonic()
+        elapsed = elapsed0 + ts - t0
         if time_limit_s is not None and elapsed > time_limit_s:
             stopped_early = True
             log.info("time limit %.0f s reached at step %d", time_limit_s, step)
@@ -452,8 +441,7 @@ def train_model(
         # Dropout draws from the global generator: seed it from the step, so a resumed run draws
         # exactly what the uninterrupted run would have drawn (like the batches and noise below).
         torch.manual_seed(seed * 1_000_003 + 7 * step + 104729 * rank + 1)
-        idx = tr[_batch_indices(step, len(tr), batch, seed, rank, world)]
-        yb, cb, tb, sig, noise, pix = batch_tensors(idx, step)
+        yb, cb, tb, sig, noise, pix = batch_tensors(next(batches), step)
         with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
             loss = edm_loss(model, yb, cb, tb, sig, noise, pix, sigma_data=den.sigma_data)
         opt.zero_grad(set_to_none=True)
@@ -465,6 +453,11 @@ def train_model(
             for pe, pm in zip(ema.parameters(), den.parameters()):
                 pe.lerp_(pm.detach(), 1 - decay)
         lv = loss.item()
+        step_s += time.monotonic() - ts
+        if first_step_s is None:
+            first_step_s = time.monotonic() - t0
+            if rank == 0:
+                log.info("first training step after %.2f s", first_step_s)
         running = lv if math.isnan(running) else 0.98 * running + 0.02 * lv
         history.append(lv)
         if rank == 0:
@@ -481,11 +474,15 @@ def train_model(
                     log.info("step %d/%d loss %.4f (smoothed %.4f) lr %.2e", step + 1, steps, lv, running, lr)
                 den.net = net
                 save_checkpoint(_content(prep, cfg, size, kwargs, net, ema.net, opt, step + 1,
-                                         elapsed0 + time.monotonic() - t0, sigma_max, history, best), last)
+                                         elapsed0 + time.monotonic() - t0, sigma_max, history, best, static_path), last)
                 den.net = fwd_net
                 last_save = time.monotonic()
     else:
         step = steps
+    del batches
+    if rank == 0 and step_s > 0:
+        log.info("training steps: %d in %.3f s (first %.3f s), without validation and checkpoint writes",
+                 step - start if stopped_early else steps - start, step_s, first_step_s or 0.0)
     den.net = net
     final_step = step if stopped_early else steps
     if rank == 0:
@@ -498,9 +495,9 @@ def train_model(
                  f"; inference uses the best-validation EMA weights of step {best['step']} (val {best['val']:.4f})"
                  if best else "")
         content = _content(prep, cfg, size, kwargs, net, ema.net, opt, final_step,
-                           elapsed0 + time.monotonic() - t0, sigma_max, history, best)
+                           elapsed0 + time.monotonic() - t0, sigma_max, history, best, static_path)
         if n_val and bool(mcfg.get("tune_sampler", True)):
-            content["sampler"] = _tune(content, prep, va, out)
+            content["sampler"] = _tune(content, val, out)
         save_checkpoint(content, out)
         with contextlib.suppress(FileNotFoundError):
             last.unlink()
@@ -512,4 +509,4 @@ def train_model(
 
 
 # Exposed for tests: the per-sample loss weight (documents lambda(sigma) in one place).
-__all__ = ["train_from_config", "train_model", "prepare", "Prepared", "loss_weight"]
+__all__ = ["train_from_config", "train_model", "prepare_training", "Prepared", "loss_weight"]

@@ -46,7 +46,8 @@ def fair_crps(ens: np.ndarray, obs: np.ndarray) -> np.ndarray:
 
 def tune_sampler(dl: Any, cond: np.ndarray, tfeat: np.ndarray, keys: Sequence[str], target: np.ndarray,
                  members: int = 3, seed: int = 0,
-                 candidates: Sequence[tuple[int, float, float]] = CANDIDATES) -> dict[str, Any]:
+                 candidates: Sequence[tuple[int, float, float]] = CANDIDATES,
+                 static: np.ndarray | None = None) -> dict[str, Any]:
     """Score ``candidates`` on validation fields; returns the chosen settings and the table.
 
     ``dl`` is a :class:`aid.model.api.Downscaler`; ``cond``/``tfeat``/``keys`` the validation
@@ -54,13 +55,14 @@ def tune_sampler(dl: Any, cond: np.ndarray, tfeat: np.ndarray, keys: Sequence[st
     residual (N, C, H, W) in the sampler's space (minus the prior in mode "offset"). The score is
     the fair CRPS averaged over points and channels (channels in units of their std, so every
     variable counts alike). Members share their noise across settings (common random numbers).
+    ``static`` is the fields' static conditioning when they are a window of the checkpoint's grid.
     """
     rows = []
     for steps, sigma_max, rho in candidates:
         if 2 * steps - 1 > MAX_NFE:
             continue
         ens = dl.sample_normalised(cond, tfeat, keys, list(range(1, members + 1)), seed, steps, 0.0, rho,
-                                   sigma_max=sigma_max, stream=TUNING_STREAM)
+                                   sigma_max=sigma_max, static=static, stream=TUNING_STREAM)
         crps = float(fair_crps(ens, target).mean())
         rows.append({"steps": int(steps), "churn": 0.0, "rho": float(rho), "sigma_max": float(sigma_max),
                      "network_evaluations": 2 * int(steps) - 1, "crps_fair_normalised": crps})

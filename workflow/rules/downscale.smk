@@ -6,6 +6,8 @@ rule downscale:
     input:
         coarse=coarse_inputs,
         checkpoint=checkpoint_path(),
+        # static fields of the domain's grid (the checkpoint may have been trained elsewhere)
+        static=config["reference"]["static"],
     output:
         naming.deliverable_patterns(config),
     log:
