@@ -178,7 +178,7 @@ def member_day(size: str, device: str, members: list[int], steps: int, h: int, w
             return tiled_apply(fn, x, cb, (patch, patch), max(2, patch // 4), periodic)
 
         def run() -> None:
-            gens = [torch.Generator().manual_seed(member_seed(0, s, "2022100100")) for s in range(m)]
+            gens = [torch.Generator().manual_seed(member_seed(0, "bench", s, "2022100100")) for s in range(m)]
             with torch.inference_mode(), (torch.autocast("cuda", dtype=torch.bfloat16) if cuda
                                           else contextlib.nullcontext()):
                 heun_sample(denoise, gens, (N_VARS, h, w), steps, 0.002, 80.0, 7.0, 0.0, device=device)
@@ -220,7 +220,7 @@ def crps_match(size: str, device: str, members: int, steps: int, checkpoint: str
         net = torch.compile(den, dynamic=False) if cuda else den
         cb = torch.from_numpy(cwin[None]).to(dev).expand(members, -1, -1, -1)
         tb = torch.zeros(members, 4, device=dev)
-        gens = [torch.Generator().manual_seed(member_seed(0, s, "2022100100")) for s in range(members)]
+        gens = [torch.Generator().manual_seed(member_seed(0, "bench", s, "2022100100")) for s in range(members)]
         with torch.inference_mode(), (torch.autocast("cuda", dtype=torch.bfloat16) if cuda
                                       else contextlib.nullcontext()):
             ens = heun_sample(lambda x, s: net(x, s, cb, tb), gens, (N_VARS, 64, 64), steps, 0.002, 80.0, 7.0, 0.0,
