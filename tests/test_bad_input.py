@@ -275,7 +275,7 @@ def test_360_day_and_standard_files_in_one_dataset(shared_data: Path, tmp_path: 
     std = xr.open_dataset(second, decode_times=CFT).load()[["tasmin"]]
     std = std.convert_calendar("standard", align_on="date", use_cftime=True)  # re-encoded by someone: 1961-02-29 gone
     odd = publish(tmp_path, f"{HADGEM_DIR}/{second.name}", std)
-    cfg = cfg_for(search={"experiments": {"dcppA-hindcast": [1961, 1961]}, "variables": ["tasmin"]},
+    cfg = cfg_for(search={"experiments": {"dcppA-hindcast": [1960, 1961]}, "variables": ["tasmin"]},
                   domain={"lat": [20.0, 22.0], "lon": [-28.0, -25.0], "halo_cells": 0})
     target = tmp_path / "out" / "tasmin.nc"
     with pytest.raises(DataError) as exc:
@@ -466,7 +466,7 @@ def test_config_strings_never_reach_a_shell(tmp_path: Path, capsys: pytest.Captu
     cfg = write_yaml(tmp_path / "c.yaml", output_dir=str(tmp_path / "r"), search={"members": [f"r1; touch {marker}"]})
     err = cli_error(capsys, "train", "--config", str(cfg))
     assert err == (f"{cfg}: invalid value for 'search.members.0': 'r1; touch {marker}' does not match "
-                   "'^r\\\\d+i\\\\d+p\\\\d+f\\\\d+$'.\n" + SCHEMA_FIX + "\n")
+                   "'^(?:s\\\\d{4}-)?r\\\\d+i\\\\d+p\\\\d+f\\\\d+$'.\n" + SCHEMA_FIX + "\n")
     cfg = write_yaml(tmp_path / "c2.yaml", reference={"static": f"z.nc`touch {marker}`"})
     err = cli_error(capsys, "train", "--config", str(cfg))
     assert err.startswith(f"{cfg}: invalid value for 'reference.static': 'z.nc`touch {marker}`' does not match ")

@@ -130,7 +130,8 @@ def test_aid_sample_on_another_grid(trained: dict, tmp_path: Path) -> None:
     out = tmp_path / "s.nc"
     rc = main(["sample", "--checkpoint", str(trained["ck"]), "--coarse", str(trained["dir"] / "coarse_tas.nc"),
                "--out", str(out), "--steps", str(STEPS), "--start", "2019-03-02T00", "--end", "2019-03-02T01",
-               "--lat", "52", "57.75", "--lon", "-4", "1.75", "--static", str(trained["static"])])
+               "--lat", "52", "57.75", "--lon", "-4", "1.75", "--static", str(trained["static"]),
+               "--source", "ERA5", "--experiment", "evaluation", "--member", "r1i1p1f1"])
     assert rc == 0
     with xr.open_dataset(out) as ds:
         assert ds.tas.shape == (1, 2, 24, 24)

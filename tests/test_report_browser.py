@@ -70,6 +70,17 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         def evaluation_inputs():
             return INPUTS
 
+        from aid.config_slice import config_slice
+
+        def cfg_slice(*paths):
+            return config_slice(config, *paths)
+
+        def scaled_mem(rule):  # the real ones (common.smk) scale with the domain; this case is tiny
+            return 2000
+
+        def scaled_runtime(rule):
+            return 30
+
         include: "workflow/rules/evaluate.smk"
 
         rule all:

@@ -12,7 +12,7 @@ if not config["model"].get("checkpoint"):
         output:
             checkpoint=f"{OUT}/model/checkpoint.pt",
         params:
-            config=cfg_slice("model", "search.variables", "domain.lat", "domain.lon", "grid", "regrid.backend"),
+            config=cfg_slice("model", "search.variables", "domain.id", "domain.lat", "domain.lon", "grid", "regrid.backend"),
         log:
             f"{OUT}/logs/train.log",
         benchmark:
