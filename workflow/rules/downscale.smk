@@ -16,7 +16,7 @@ rule downscale:
         f"{OUT}/benchmarks/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
     params:
         # Changing the ensemble size, the seed, the sampler or the device re-runs exactly these jobs.
-        config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, "domain.lat", "domain.lon", "downscale.n_samples",
+        config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, "domain.lat", "domain.lon", "grid", "downscale.n_samples",
                          "downscale.seed", "downscale.steps", "downscale.churn", "downscale.rho",
                          "downscale.sigma_max", "downscale.device"),
         execution=execution_settings,
