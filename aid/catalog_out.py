@@ -185,10 +185,14 @@ def write_catalog(rows: Sequence[Mapping[str, Any]], json_path: str | os.PathLik
 
 
 def open_catalog(json_path: str | os.PathLike[str]):
-    """The catalog as an intake-esm datastore (``variable`` parsed back into tuples)."""
+    """The catalog as an intake-esm datastore (``variable`` parsed back into tuples).
+
+    ``threaded=False``: intake-esm otherwise opens the files of a dataset from several threads at
+    once, which crashes the process inside the non-thread-safe netCDF-C library (intake-esm #697).
+    """
     import intake
 
-    return intake.open_esm_datastore(str(json_path), columns_with_iterables=["variable"])
+    return intake.open_esm_datastore(str(json_path), columns_with_iterables=["variable"], threaded=False)
 
 
 __all__ = ["COLUMNS", "ENSEMBLE", "ID_COLUMNS", "KINDS", "catalog_row", "esm_collection", "open_catalog", "write_catalog"]

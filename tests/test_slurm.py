@@ -205,7 +205,7 @@ def test_aid_workflow_through_sbatch(tmp_path: Path) -> None:
     assert sorted(by_rule) == remote, (by_rule, remote)
     assert sum(len(v) for v in by_rule.values()) == sum(1 for kind, _ in ran if kind == "rule")
     assert set(local) <= {"all", "catalog", "check_fetch", "check", "downscale_member",
-                          "downscale_experiment", "ensemble_stats"}, local
+                          "downscale_experiment", "ensemble_stats", "landing", "multi_model_stats"}, local
     assert "train" in by_rule
     train = scontrol_job(by_rule["train"][0])
     assert "gpu:1" in train.get("TresPerJob", ""), train
