@@ -189,6 +189,8 @@ def open_catalog(json_path: str | os.PathLike[str]):
 
     ``threaded=False``: intake-esm otherwise opens the files of a dataset from several threads at
     once, which crashes the process inside the non-thread-safe netCDF-C library (intake-esm #697).
+    ``to_dataset_dict`` does not inherit the datastore's setting: call it with ``threaded=False`` too
+    (or set ``ITK_ESM_THREADING=False``).
     """
     import intake
 

@@ -64,90 +64,94 @@ def _expected_datasets(cfg: dict) -> dict[str, int]:
 
 
 @pytest.mark.pipeline
-def test_catalog_opens_and_assembles_members(pipeline) -> None:
+def test_catalog_opens_and_assembles_members(pipeline, pipeline_lock) -> None:
     out, cfg = pipeline
-    csv = pd.read_csv(out / "aid-catalog.csv")
-    assert list(csv.columns) == XSCEN_COLUMNS == list(COLUMNS)
-    # xscen's readers: variable tuples as Python literals, dates parse to datetime64[ms]
-    assert csv["variable"].str.startswith("(").all()
-    pd.to_datetime(csv["date_start"].dropna()).to_numpy().astype("datetime64[ms]")
-    assert csv[["id", "domain", "processing_level", "xrfreq", "path"]].notna().all().all()  # xscen's mandatory columns
+    # test_workflow.py re-runs (and Snakemake first deletes) one ssp245 job's files: read none meanwhile
+    with pipeline_lock:
+        csv = pd.read_csv(out / "aid-catalog.csv")
+        assert list(csv.columns) == XSCEN_COLUMNS == list(COLUMNS)
+        # xscen's readers: variable tuples as Python literals, dates parse to datetime64[ms]
+        assert csv["variable"].str.startswith("(").all()
+        pd.to_datetime(csv["date_start"].dropna()).to_numpy().astype("datetime64[ms]")
+        assert csv[["id", "domain", "processing_level", "xrfreq", "path"]].notna().all().all()  # xscen's mandatory columns
 
-    cat = open_catalog(out / "aid-catalog.json")
-    jobs = naming.downscale_jobs(cfg)
-    nvar, ns = len(cfg["search"]["variables"]), cfg["downscale"]["n_samples"]
-    level = cat.df["processing_level"]
-    assert (level == "downscaled").sum() == len(jobs) * nvar * (ns + 1)  # samples + bicubic baseline
-    n_idx = len(cfg["search"]["sources"]) * len(cfg["search"]["experiments"]) * len(cfg["search"]["members"]) * ns
-    assert (level == "indicators").sum() == n_idx
-    groups = cat.df.groupby(["id", "domain", "processing_level", "xrfreq"]).ngroups
-    assert len(cat) == groups
-    assert cat.df.groupby("processing_level").apply(
-        lambda d: d.groupby(["id", "domain", "xrfreq"]).ngroups, include_groups=False).to_dict() == _expected_datasets(cfg)
-    assert all(Path(p).is_file() for p in cat.df["path"])
+        cat = open_catalog(out / "aid-catalog.json")
+        jobs = naming.downscale_jobs(cfg)
+        nvar, ns = len(cfg["search"]["variables"]), cfg["downscale"]["n_samples"]
+        level = cat.df["processing_level"]
+        assert (level == "downscaled").sum() == len(jobs) * nvar * (ns + 1)  # samples + bicubic baseline
+        n_idx = len(cfg["search"]["sources"]) * len(cfg["search"]["experiments"]) * len(cfg["search"]["members"]) * ns
+        assert (level == "indicators").sum() == n_idx
+        groups = cat.df.groupby(["id", "domain", "processing_level", "xrfreq"]).ngroups
+        assert len(cat) == groups
+        assert cat.df.groupby("processing_level").apply(
+            lambda d: d.groupby(["id", "domain", "xrfreq"]).ngroups, include_groups=False).to_dict() == _expected_datasets(cfg)
+        assert all(Path(p).is_file() for p in cat.df["path"])
 
-    # the diffusion samples of the ssp245 run assemble into (driving_member, member, time, lat, lon)
-    source = cfg["search"]["sources"][0]
-    sub = cat.search(processing_level="downscaled", source="aid", driving_model=source, experiment="ssp245")
-    dsets = sub.to_dataset_dict(progressbar=False)
-    assert len(dsets) == 1
-    ds = next(iter(dsets.values()))
-    y0, y1 = cfg["search"]["experiments"]["ssp245"]
-    assert set(cfg["search"]["variables"]) <= set(ds.data_vars)
-    assert ds["tas"].sizes == {"driving_member": len(cfg["search"]["members"]), "member": ns,
-                               "time": 365 * (y1 - y0 + 1), "lat": 32, "lon": 40}
-    assert sorted(ds["member"].values.tolist()) == [f"r{s}" for s in range(1, ns + 1)]
-    # the assembled array is the files' data: sample 2 of the first member, first year
-    member = cfg["search"]["members"][0]
-    f = naming.deliverable_paths(cfg, source, "ssp245", member, y0)[("tas", 2)]
-    direct = xr.open_dataset(f)["tas"].values
-    np.testing.assert_array_equal(ds["tas"].sel(driving_member=member, member="r2").isel(time=slice(0, 365)).values, direct)
-    # GCM-driven products name the bias adjustment; the evaluation run (coarsened ERA5) does not
-    row = sub.df.iloc[0]
-    assert row["bias_adjust_project"] == "aid" and row["bias_adjust_reference"] == cfg["reference"]["name"]
-    ev = cat.search(processing_level="downscaled", experiment=naming.EVALUATION_EXPERIMENT).df
-    assert ev["bias_adjust_project"].isna().all() and set(ev["driving_model"]) == {cfg["reference"]["name"]}
+        # the diffusion samples of the ssp245 run assemble into (driving_member, member, time, lat, lon)
+        source = cfg["search"]["sources"][0]
+        sub = cat.search(processing_level="downscaled", source="aid", driving_model=source, experiment="ssp245")
+        dsets = sub.to_dataset_dict(progressbar=False, threaded=False)
+        assert len(dsets) == 1
+        ds = next(iter(dsets.values()))
+        y0, y1 = cfg["search"]["experiments"]["ssp245"]
+        assert set(cfg["search"]["variables"]) <= set(ds.data_vars)
+        assert ds["tas"].sizes == {"driving_member": len(cfg["search"]["members"]), "member": ns,
+                                   "time": 365 * (y1 - y0 + 1), "lat": 32, "lon": 40}
+        assert sorted(ds["member"].values.tolist()) == [f"r{s}" for s in range(1, ns + 1)]
+        # the assembled array is the files' data: sample 2 of the first member, first year
+        member = cfg["search"]["members"][0]
+        f = naming.deliverable_paths(cfg, source, "ssp245", member, y0)[("tas", 2)]
+        direct = xr.open_dataset(f)["tas"].values
+        np.testing.assert_array_equal(ds["tas"].sel(driving_member=member, member="r2").isel(time=slice(0, 365)).values, direct)
+        # GCM-driven products name the bias adjustment; the evaluation run (coarsened ERA5) does not
+        row = sub.df.iloc[0]
+        assert row["bias_adjust_project"] == "aid" and row["bias_adjust_reference"] == cfg["reference"]["name"]
+        ev = cat.search(processing_level="downscaled", experiment=naming.EVALUATION_EXPERIMENT).df
+        assert ev["bias_adjust_project"].isna().all() and set(ev["driving_model"]) == {cfg["reference"]["name"]}
 
-    # ensemble statistics and per-sample indices open too
-    ens = cat.search(processing_level="ensemble-indicators", experiment="ssp245").to_dataset_dict(progressbar=False)
-    e = next(iter(ens.values()))
-    assert "TXx_change" in e and list(e["statistic"].values) == ["p10", "median", "p90"]
-    idx = cat.search(processing_level="indicators", experiment="historical").to_dataset_dict(progressbar=False)
-    i = next(iter(idx.values()))
-    assert i["TXx"].sizes["member"] == ns and i.sizes["time"] == len(naming.experiment_years(cfg, "historical"))
+        # ensemble statistics and per-sample indices open too
+        ens = cat.search(processing_level="ensemble-indicators", experiment="ssp245").to_dataset_dict(progressbar=False, threaded=False)
+        e = next(iter(ens.values()))
+        assert "TXx_change" in e and list(e["statistic"].values) == ["p10", "median", "p90"]
+        idx = cat.search(processing_level="indicators", experiment="historical").to_dataset_dict(progressbar=False, threaded=False)
+        i = next(iter(idx.values()))
+        assert i["TXx"].sizes["member"] == ns and i.sizes["time"] == len(naming.experiment_years(cfg, "historical"))
 
 
 @pytest.mark.pipeline
-def test_sha256sums_and_value_table(pipeline) -> None:
+def test_sha256sums_and_value_table(pipeline, pipeline_lock) -> None:
     out, cfg = pipeline
-    manifest = out / "SHA256SUMS"
-    listed = [ln.split("  ", 1)[1] for ln in manifest.read_text().splitlines()]
-    cat = pd.read_csv(out / "aid-catalog.csv")
-    assert set(listed) == {os.path.relpath(p, out) for p in cat["path"]} | {"aid-catalog.json", "aid-catalog.csv",
-                                                                              "aid-value-ranges.csv"}
-    # test_workflow.py re-runs one downscale job into this run (same values, new creation_date, so
-    # new bytes); a file rewritten after the manifest may differ, every other file must verify
-    stamp = manifest.stat().st_mtime
-    rewritten = {rel for rel in listed if (out / rel).stat().st_mtime > stamp}
-    bad = verify_sha256sums(manifest)
-    assert set(bad) <= rewritten, sorted(set(bad) - rewritten)
-    # and the only files rewritten since the manifest are those of one downscale job (that re-run)
-    assert len({Path(rel).parent for rel in rewritten}) <= 1, sorted(rewritten)
-    assert all(rel.startswith("downscale/") and "_aid_" in rel for rel in rewritten), sorted(rewritten)
-    if SHA256SUM and not rewritten:
-        res = subprocess.run([SHA256SUM, "-c", "--quiet", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
-        assert res.returncode == 0, res.stdout[-2000:]
+    # test_workflow.py re-runs (and Snakemake first deletes) one ssp245 job's files: read none meanwhile
+    with pipeline_lock:
+        manifest = out / "SHA256SUMS"
+        listed = [ln.split("  ", 1)[1] for ln in manifest.read_text().splitlines()]
+        cat = pd.read_csv(out / "aid-catalog.csv")
+        assert set(listed) == {os.path.relpath(p, out) for p in cat["path"]} | {"aid-catalog.json", "aid-catalog.csv",
+                                                                                  "aid-value-ranges.csv"}
+        # test_workflow.py re-runs one downscale job into this run (same values, new creation_date, so
+        # new bytes); a file rewritten after the manifest may differ, every other file must verify
+        stamp = manifest.stat().st_mtime
+        rewritten = {rel for rel in listed if (out / rel).stat().st_mtime > stamp}
+        bad = verify_sha256sums(manifest)
+        assert set(bad) <= rewritten, sorted(set(bad) - rewritten)
+        # and the only files rewritten since the manifest are those of one downscale job (that re-run)
+        assert len({Path(rel).parent for rel in rewritten}) <= 1, sorted(rewritten)
+        assert all(rel.startswith("downscale/") and "_aid_" in rel for rel in rewritten), sorted(rewritten)
+        if SHA256SUM and not rewritten:
+            res = subprocess.run([SHA256SUM, "-c", "--quiet", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+            assert res.returncode == 0, res.stdout[-2000:]
 
-    table = pd.read_csv(out / "aid-value-ranges.csv").set_index(["kind", "variable"])
-    nvar, ns = len(cfg["search"]["variables"]), cfg["downscale"]["n_samples"]
-    jobs = naming.downscale_jobs(cfg)
-    for var in cfg["search"]["variables"]:
-        r = table.loc[("downscaled", var)]
-        assert r["n_files"] == len(jobs) * ns and r["n_nan"] == 0
-        assert r["n_values"] == sum(365 * 32 * 40 for _ in jobs) * ns
-    assert 230 < table.loc[("downscaled", "tasmin"), "min"] < table.loc[("downscaled", "tasmax"), "max"] < 320
-    assert table.loc[("downscaled", "pr"), "min"] >= 0 and table.loc[("downscaled", "pr"), "units"] == "mm d-1"
-    assert table.loc[("baseline", "tas"), "n_files"] == len(jobs)
+        table = pd.read_csv(out / "aid-value-ranges.csv").set_index(["kind", "variable"])
+        nvar, ns = len(cfg["search"]["variables"]), cfg["downscale"]["n_samples"]
+        jobs = naming.downscale_jobs(cfg)
+        for var in cfg["search"]["variables"]:
+            r = table.loc[("downscaled", var)]
+            assert r["n_files"] == len(jobs) * ns and r["n_nan"] == 0
+            assert r["n_values"] == sum(365 * 32 * 40 for _ in jobs) * ns
+        assert 230 < table.loc[("downscaled", "tasmin"), "min"] < table.loc[("downscaled", "tasmax"), "max"] < 320
+        assert table.loc[("downscaled", "pr"), "min"] >= 0 and table.loc[("downscaled", "pr"), "units"] == "mm d-1"
+        assert table.loc[("baseline", "tas"), "n_files"] == len(jobs)
 
 
 @pytest.mark.pipeline
