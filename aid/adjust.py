@@ -201,6 +201,13 @@ def train_variable(ref: xr.DataArray, hist: xr.DataArray, variable: str, config:
     return cls.train(ref, hist, nquantiles=nq, kind=m["kind"], group=grouper(config))
 
 
+def apply_options(config: Mapping[str, Any]) -> dict[str, str]:
+    """``interp`` and ``extrapolation`` for xsdba's ``adjust`` (config ``adjust.interp`` /
+    ``adjust.extrapolation``; the schema says what each choice trades)."""
+    acfg = config["adjust"]
+    return {"interp": str(acfg["interp"]), "extrapolation": str(acfg["extrapolation"])}
+
+
 def adjust_variable(trained: Any, sim: xr.DataArray, variable: str, config: Mapping[str, Any]) -> xr.DataArray:
     """Apply trained factors to ``sim`` in its own calendar; dry-day jitter undone, pr >= 0."""
     m = method_of(config, variable)
@@ -211,8 +218,8 @@ def adjust_variable(trained: Any, sim: xr.DataArray, variable: str, config: Mapp
     years = sim_j["time"].dt.year.values
     y0 = int(config.get("adjust", {}).get("reference_period", [int(years.min())])[0])  # blocks aligned on it
     blocks = (years - y0) // PERIOD_YEARS
-    parts = [trained.adjust(sim_j.isel(time=blocks == b), interp="linear", extrapolation="constant")
-             for b in np.unique(blocks)]
+    opts = apply_options(config)
+    parts = [trained.adjust(sim_j.isel(time=blocks == b), **opts) for b in np.unique(blocks)]
     out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time")
     out = out.rename(variable)
     out.attrs = dict(sim.attrs)
@@ -393,7 +400,7 @@ def _mbcn_adjust(trained: Mapping[str, Any], sims: Mapping[str, xr.DataArray], c
     acfg = config.get("adjust", {})
     group = xsdba.Grouper("time.dayofyear", window=int(acfg.get("window", 31))) if acfg.get("group") == "window" else "time"
     nq = int(acfg.get("nquantiles", 20))
-    mb = xsdba.MBCn.train(ref, hist, base_kws={"nquantiles": nq, "group": group}, adj_kws={"interp": "nearest"}, n_iter=10)
+    mb = xsdba.MBCn.train(ref, hist, base_kws={"nquantiles": nq, "group": group}, adj_kws=apply_options(config), n_iter=10)
     scen = mb.adjust(sim, ref, hist, base=xsdba.QuantileDeltaMapping,
                      base_kws_vars={v: {"kind": method_of(config, v)["kind"], "nquantiles": nq} for v in variables})
     out = xsdba.unstack_variables(scen)
@@ -445,6 +452,7 @@ def adjust_files(
             "kind": vm.get("kind"),
             "group": meta.get("group"),
             "nquantiles": meta.get("nquantiles"),
+            **apply_options(config),
             "reference": meta.get("reference"),
             "period": meta.get("reference_period"),
             "calendar_conversion": f"training: reference {vm.get('reference_calendar_conversion')}, "

@@ -60,14 +60,19 @@ def test_qdm_pr_wet_day_frequency_matches_nrcan(canesm):
 
 
 def test_qdm_preserves_the_climate_change_signal(canesm):
+    """The mean change over the year, and the p95 change within each month: QDM adds each month's
+    own quantile change, so that is its promise (the p95 of the whole year mixes twelve months'
+    distributions, which the adjustment reshapes differently, and is not preserved by construction)."""
     s, _, a, _ = canesm["tasmax"]
     fut = lambda d: d.sel(time=slice("2071", "2100"))  # noqa: E731
-    for stat in (lambda d: d.mean("time"), lambda d: d.quantile(0.95, "time")):
+    mean = lambda d: d.mean("time")  # noqa: E731
+    p95 = lambda d: d.groupby("time.month").quantile(0.95, "time")  # noqa: E731
+    for stat in (mean, p95):
         d_raw = stat(fut(s)) - stat(_hist(s))
         d_adj = stat(fut(a)) - stat(_hist(a))
         rel = np.abs(d_adj / d_raw - 1)
-        assert float(rel.max()) < 0.10, (d_raw.values, d_adj.values)  # measured 0.7 % (mean), 9.7 % (p95)
-        assert float(d_raw.min()) > 3.0  # a real warming signal, not a trivial pass
+        assert float(rel.max()) < 0.10, (d_raw.values, d_adj.values)
+        assert float(d_raw.min()) > 1.0  # a real warming signal in every month, not a trivial pass
 
 
 # ----------------------------------------------------------------------------- file stages

@@ -35,6 +35,9 @@ def cfg_slice(*paths):
 #: What the downscaling jobs' files are named from (aid.naming.deliverable_paths), besides the model.
 NAMING_KEYS = ("output_dir", "domain.id", "search.variables", "downscale.product_version",
                "downscale.institution_id")
+#: The adjust keys training the factors reads (the adjust rule gets the whole section).
+ADJUST_TRAIN_KEYS = ("adjust.reference_period", "adjust.calendar", "adjust.group", "adjust.window",
+                     "adjust.nquantiles", "adjust.methods", "adjust.multivariate")
 #: Driving-data identity written into the deliverables (aid.deliverables.driving_attributes).
 DRIVING_KEYS = ("reference.name", "demo_archive.enabled", "demo_archive.source_id", "demo_archive.institution_id")
 

@@ -55,7 +55,8 @@ rule train_adjustment:
     output:
         f"{OUT}/adjust-factors/{{source}}/{{member}}.nc",
     params:
-        config=cfg_slice("adjust", "reference.name"),
+        # what training reads; adjust.interp/extrapolation only change how the factors are applied
+        config=cfg_slice(*ADJUST_TRAIN_KEYS, "reference.name"),
     log:
         f"{OUT}/logs/train_adjustment/{{source}}_{{member}}.log",
     benchmark:
