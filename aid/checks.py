@@ -4,10 +4,11 @@ Why a separate stage and not asserts in the writer: the checks read the files ba
 (CF decoding, fill values, calendar), so they also catch what the writing step cannot see (a file
 replaced or truncated afterwards, encoding mistakes). They check, per file: the variable and its
 dims, units, no missing/NaN value inside the domain, values inside the physically possible range of
-:data:`aid.deliverables.VARIABLES` (pr >= 0 among them), a complete, gap- and duplicate-free daily
-time axis for the file's year in its calendar, time bounds; per (model, sample): tasmin <= tas <=
-tasmax with zero tolerance (the downscale job enforces it exactly and records how many values it
-corrected; those counts are reported); per job: every expected (variable, sample) file is there.
+:data:`aid.variables.VARIABLES` (the bounds fetch checks too; pr >= 0 among them), a complete, gap- and
+duplicate-free daily time axis for the file's year in its calendar, time bounds; per (model, sample):
+tasmin <= tas <= tasmax with zero tolerance, pairs as in :func:`aid.physics.order_pairs` (the downscale
+job enforces that same policy exactly and records how many values it corrected; those counts are
+reported); per job: every expected (variable, sample) file is there.
 
 On success a JSON report is written (atomically); on any violation :class:`~aid.errors.DataError`
 lists every violation, each naming its file, and no report is written, so Snakemake marks the job
@@ -26,10 +27,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from aid.deliverables import VARIABLES, normalise_calendar, parse_name, year_days
+from aid.deliverables import normalise_calendar, parse_name, year_days
 from aid.errors import DataError
 from aid.io import open_dataset, write_text
 from aid.naming import BASELINE_ID, MODEL_ID
+from aid.physics import order_pairs, order_violations
+from aid.variables import TEMPERATURES, VARIABLES
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +81,8 @@ def check_file(path: str | os.PathLike[str], facets: Mapping[str, str]) -> tuple
         violations.append(f"{path}: {int(nan.sum())} missing/NaN value(s) of {var} inside the domain "
                           f"(first {_where(da, nan)}).")
     if meta is not None:
-        lo, hi = meta.valid_range
-        below = vals < lo
-        above = vals > hi
+        lo, hi = meta.bounds
+        below, above = meta.out_of_bounds(vals)
         if below.any():
             what = "pr < 0" if var == "pr" and lo == 0 else f"{var} < {lo:g} {meta.units}"
             violations.append(f"{path}: {int(below.sum())} value(s) of {what} (min {float(np.nanmin(vals)):.6g} "
@@ -131,17 +133,12 @@ def check_file(path: str | os.PathLike[str], facets: Mapping[str, str]) -> tuple
 def _order(group: Mapping[str, tuple[Path, xr.DataArray]]) -> list[str]:
     """tasmin <= tas <= tasmax within one (model, sample), zero tolerance."""
     out: list[str] = []
-    pairs = [("tasmin", "tas"), ("tas", "tasmax")]
-    if "tas" not in group:
-        pairs = [("tasmin", "tasmax")]
-    for lo, hi in pairs:
-        if lo not in group or hi not in group:
-            continue
+    for lo, hi in order_pairs(set(group)):
         (plo, a), (phi, b) = group[lo], group[hi]
         if a.shape != b.shape:
             out.append(f"{phi}: shape {b.shape} differs from {plo} {a.shape}.")
             continue
-        bad = a.values > b.values
+        bad = order_violations({lo: a.values, hi: b.values})[(lo, hi)]
         if bad.any():
             i, j, k = (int(x) for x in np.argwhere(bad)[0])
             out.append(
@@ -187,11 +184,11 @@ def check_job(
             violations += bad
             if summary:
                 files.append(summary)
-            if da is not None and facets["variable"] in ("tas", "tasmin", "tasmax"):
+            if da is not None and facets["variable"] in TEMPERATURES:
                 groups.setdefault((facets["model"], int(facets["sample"])), {})[facets["variable"]] = (p, da)
             # keep memory bounded: check each (model, sample) as soon as it is complete
             g = groups.get((facets["model"], int(facets["sample"])), {})
-            if {"tas", "tasmin", "tasmax"} & set(config["search"]["variables"]) <= set(g):
+            if set(TEMPERATURES) & set(config["search"]["variables"]) <= set(g):
                 violations += _order(g)
                 groups.pop((facets["model"], int(facets["sample"])), None)
     for g in groups.values():

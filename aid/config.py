@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from aid.errors import ConfigError
+from aid.variables import VARIABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
@@ -127,16 +128,29 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
                 "set model.checkpoint: null to train the model (workflow rule `train` or `aid train`), "
                 "or point it at an existing checkpoint file.",
             )
+    methods = cfg["adjust"].get("methods")  # no schema default: every variable needs its own choice
+    if methods is None:
+        raise ConfigError(f"{source}: 'adjust.methods' is missing.",
+                          "add adjust.methods with one {method, kind} entry per variable (see config/config.yaml).")
     for var in cfg["search"]["variables"]:
         if var not in cfg["reference"]["files"]:
             raise ConfigError(
                 f"{source}: variable '{var}' is in search.variables but has no entry in 'reference.files'.",
                 f"add reference.files.{var} (ERA5 daily files) or drop {var} from search.variables.",
             )
-        if var not in cfg["adjust"].get("methods", {}):
+        if var not in methods:
+            kind = VARIABLES[var].adjust_kinds[0]
             raise ConfigError(
                 f"{source}: variable '{var}' has no bias-adjustment method in 'adjust.methods'.",
-                f"add adjust.methods.{var}: {{method: QDM, kind: '+'}} (or '*' for pr).",
+                f"add adjust.methods.{var}: {{method: QDM, kind: '{kind}'}}.",
+            )
+    for var, method in methods.items():
+        kinds = VARIABLES[var].adjust_kinds
+        if method["kind"] not in kinds:
+            raise ConfigError(
+                f"{source}: 'adjust.methods.{var}.kind' is '{method['kind']}', which is not valid for {var} "
+                f"({VARIABLES[var].long_name}).",
+                f"set adjust.methods.{var}.kind: '{kinds[0]}' (valid: {', '.join(kinds)}; see aid/variables.py).",
             )
 
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from aid.errors import ConfigError, DataError
 from aid.naming import MEMBER_RE, deliverable_name
+from aid.variables import VARIABLES as REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +90,10 @@ class VariableMeta:
     comment: str | None = None
 
 
+#: Derived from the registry (:mod:`aid.variables`): the one home of units, bounds and CF names.
 VARIABLES: dict[str, VariableMeta] = {
-    "tas": VariableMeta("air_temperature", "Near-Surface Air Temperature", "K", "area: time: mean", (170.0, 340.0),
-                        "daily mean air temperature at 2 m"),
-    "tasmax": VariableMeta("air_temperature", "Daily Maximum Near-Surface Air Temperature", "K",
-                           "area: mean time: maximum", (170.0, 345.0), "daily maximum air temperature at 2 m"),
-    "tasmin": VariableMeta("air_temperature", "Daily Minimum Near-Surface Air Temperature", "K",
-                           "area: mean time: minimum", (170.0, 340.0), "daily minimum air temperature at 2 m"),
-    "pr": VariableMeta("lwe_precipitation_rate", "Precipitation", "mm d-1", "area: time: mean", (0.0, 2000.0),
-                       "liquid-water-equivalent precipitation rate in mm d-1 (= kg m-2 d-1); "
-                       "divide by 86400 for the CORDEX unit kg m-2 s-1"),
-    "uas": VariableMeta("eastward_wind", "Eastward Near-Surface Wind", "m s-1", "area: time: mean", (-100.0, 100.0),
-                        "daily mean eastward wind at 10 m"),
-    "vas": VariableMeta("northward_wind", "Northward Near-Surface Wind", "m s-1", "area: time: mean", (-100.0, 100.0),
-                        "daily mean northward wind at 10 m"),
-    "sfcWind": VariableMeta("wind_speed", "Near-Surface Wind Speed", "m s-1", "area: time: mean", (0.0, 100.0),
-                            "daily mean wind speed at 10 m"),
+    name: VariableMeta(v.standard_name, v.long_name, v.units, v.cell_methods, v.bounds, v.comment)
+    for name, v in REGISTRY.items()
 }
 
 _NAME_RE = re.compile(

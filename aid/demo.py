@@ -90,6 +90,8 @@ import xarray as xr
 
 from aid.errors import ConfigError, DataError
 from aid.io import open_dataset, write_netcdf, write_text
+from aid.variables import MODEL_VARIABLES
+from aid.variables import VARIABLES as REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ LICENSE = (
 )
 SEED = 20260101
 VERSION = "v20260101"
-VARIABLES = ("tas", "tasmax", "tasmin", "pr", "uas", "vas")
+VARIABLES = MODEL_VARIABLES
 
 FINE_RES = 0.25
 FINE_LAT = np.round(np.arange(200, 233) * FINE_RES, 6)  # 50.0 .. 58.0 (33)
@@ -132,23 +134,11 @@ POOL_SPLIT: dict[str, dict[str, range]] = {
 }
 _CUMDAYS = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
 
-CMIP6_META: dict[str, dict[str, str]] = {
-    "tas": {"standard_name": "air_temperature", "long_name": "Near-Surface Air Temperature", "units": "K",
-            "cell_methods": "area: mean time: mean"},
-    "tasmax": {"standard_name": "air_temperature", "long_name": "Daily Maximum Near-Surface Air Temperature",
-               "units": "K", "cell_methods": "area: mean time: maximum"},
-    "tasmin": {"standard_name": "air_temperature", "long_name": "Daily Minimum Near-Surface Air Temperature",
-               "units": "K", "cell_methods": "area: mean time: minimum"},
-    "pr": {"standard_name": "precipitation_flux", "long_name": "Precipitation", "units": "kg m-2 s-1",
-           "cell_methods": "area: time: mean"},
-    "uas": {"standard_name": "eastward_wind", "long_name": "Eastward Near-Surface Wind", "units": "m s-1",
-            "cell_methods": "area: time: mean"},
-    "vas": {"standard_name": "northward_wind", "long_name": "Northward Near-Surface Wind", "units": "m s-1",
-            "cell_methods": "area: time: mean"},
-}
-REF_UNITS = {"tas": "K", "tasmax": "K", "tasmin": "K", "pr": "mm d-1", "uas": "m s-1", "vas": "m s-1"}
-REF_STANDARD_NAMES = {"pr": "lwe_precipitation_rate"}
-HEIGHT = {"tas": 2.0, "tasmax": 2.0, "tasmin": 2.0, "uas": 10.0, "vas": 10.0}
+#: Metadata from the registry (aid/variables.py): the GCM files carry the CMIP6 tables' attributes
+#: (pr as precipitation_flux in kg m-2 s-1), the reference files aid's canonical ones.
+CMIP6_META: dict[str, dict[str, str]] = {v: REGISTRY[v].cmip_attrs() for v in VARIABLES}
+REF_UNITS = {v: REGISTRY[v].units for v in VARIABLES}
+HEIGHT = {v: REGISTRY[v].height for v in VARIABLES if REGISTRY[v].height is not None}
 
 ERA5_FILES = {
     "t2m": "era5-2mt-2019-03-uk.grib",
@@ -544,8 +534,7 @@ def write_demo_archive(
     days = times.day.values
     for var in VARIABLES:
         values = pools.fields(var, 0, years, months, days, coarse=False)
-        attrs = {"standard_name": REF_STANDARD_NAMES.get(var, CMIP6_META[var]["standard_name"]),
-                 "long_name": CMIP6_META[var]["long_name"], "units": REF_UNITS[var], "cell_methods": CMIP6_META[var]["cell_methods"]}
+        attrs = REGISTRY[var].cf_attrs()
         ds = xr.Dataset(
             {var: (("time", "lat", "lon"), values.astype("float32"), attrs)},
             coords={

@@ -8,9 +8,9 @@ input or the year.
 
 Physical consistency enforced on every sample before writing (and recorded in the files):
 
-* ``tasmin <= tas <= tasmax``: where the sampled tasmin exceeds tas it is set to tas, where tasmax
-  is below tas it is set to tas (tas, the best-constrained field, is kept). The number of corrected
-  (day, cell) values is written to ``aid_temperature_order_fixes`` of every file of that sample.
+* ``tasmin <= tas <= tasmax`` by the policy of :mod:`aid.physics` (the checks stage verifies the
+  same rule). The number of corrected (day, cell) values is written to
+  ``aid_temperature_order_fixes`` of every file of that sample.
 * ``pr >= 0``: negative values are set to 0 (``aid_pr_negative_fixes``).
 
 Reproducibility and independence: the sampler's noise for (sample s, day d) of a job is seeded
@@ -49,24 +49,11 @@ from aid.deliverables import (
 from aid.errors import CheckpointError, ConfigError, DataError
 from aid.io import open_dataset
 from aid.naming import BASELINE_ID, MODEL_ID
+from aid.physics import TEMPERATURE_FIX_METHOD, enforce_non_negative_precipitation, enforce_temperature_order
+from aid.variables import VARIABLES
 
 log = logging.getLogger(__name__)
 
-#: aid's canonical units of the coarse inputs (docs/CONTRACTS.md) and accepted spellings.
-CANONICAL_UNITS: dict[str, tuple[str, ...]] = {
-    "tas": ("K", "kelvin", "Kelvin"),
-    "tasmax": ("K", "kelvin", "Kelvin"),
-    "tasmin": ("K", "kelvin", "Kelvin"),
-    "pr": ("mm d-1", "mm/d", "mm/day", "mm day-1", "mm d^-1", "kg m-2 d-1"),
-    "uas": ("m s-1", "m/s", "m s^-1"),
-    "vas": ("m s-1", "m/s", "m s^-1"),
-    "sfcWind": ("m s-1", "m/s", "m s^-1"),
-}
-
-TEMPERATURE_FIX_METHOD = (
-    "where tasmin > tas, tasmin := tas; where tasmax < tas, tasmax := tas (tas unchanged); "
-    "count = (day, cell) values changed in this sample"
-)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,10 +126,13 @@ def open_coarse(paths: Sequence[str | os.PathLike[str]], variables: Sequence[str
                         "re-run the adjust stage with these variables in search.variables.")
     for v in variables:
         units = merged[v].attrs.get("units")
+        meta = VARIABLES.get(v)
+        if meta is None:
+            continue
         if units is None:
-            log.warning("%s: variable '%s' has no units attribute; assuming %s", where, v, CANONICAL_UNITS[v][0])
-        elif str(units).strip() not in CANONICAL_UNITS.get(v, (str(units).strip(),)):
-            raise DataError(f"{where}: variable '{v}' is in '{units}', expected aid's canonical '{CANONICAL_UNITS[v][0]}'.",
+            log.warning("%s: variable '%s' has no units attribute; assuming %s", where, v, meta.units)
+        elif str(units).strip() not in (meta.units, *meta.unit_spellings):
+            raise DataError(f"{where}: variable '{v}' is in '{units}', expected aid's canonical '{meta.units}'.",
                             "convert it in the fetch/adjust stage (docs/CONTRACTS.md: K, mm d-1, m s-1).")
     times = merged.indexes["time"]
     if len(times) == 0:
@@ -179,33 +169,16 @@ def open_coarse(paths: Sequence[str | os.PathLike[str]], variables: Sequence[str
 def enforce_physics(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Make ``fields`` (arrays shaped (sample, day, lat, lon)) physically consistent in place.
 
-    Returns per-sample counts: ``temperature_order`` (values where tasmin/tasmax were moved to tas,
-    or, without tas, set to their mid-point where tasmin > tasmax) and ``pr_negative``.
+    The policies live in :mod:`aid.physics` (shared with the checks stage). Returns per-sample
+    counts: ``temperature_order`` and ``pr_negative``.
     """
     counts: dict[str, np.ndarray] = {}
     axes = (1, 2, 3)
-    if "tas" in fields and ("tasmin" in fields or "tasmax" in fields):
-        tas = fields["tas"]
-        changed = np.zeros(tas.shape, dtype=bool)
-        if "tasmin" in fields:
-            bad = fields["tasmin"] > tas
-            fields["tasmin"][bad] = tas[bad]
-            changed |= bad
-        if "tasmax" in fields:
-            bad = fields["tasmax"] < tas
-            fields["tasmax"][bad] = tas[bad]
-            changed |= bad
-        counts["temperature_order"] = changed.sum(axis=axes)
-    elif "tasmin" in fields and "tasmax" in fields:
-        bad = fields["tasmin"] > fields["tasmax"]
-        mid = (fields["tasmin"][bad] + fields["tasmax"][bad]) / 2
-        fields["tasmin"][bad] = mid
-        fields["tasmax"][bad] = mid
-        counts["temperature_order"] = bad.sum(axis=axes)
+    order = enforce_temperature_order(fields, axes)
+    if order is not None:
+        counts["temperature_order"] = order
     if "pr" in fields:
-        bad = fields["pr"] < 0
-        fields["pr"][bad] = 0.0
-        counts["pr_negative"] = bad.sum(axis=axes)
+        counts["pr_negative"] = enforce_non_negative_precipitation(fields["pr"], axes)
     return counts
 
 

@@ -42,6 +42,7 @@ import xarray as xr
 
 from aid.errors import DataError
 from aid.frequency import Frequency, detect_frequency, ensure_time_dim
+from aid.variables import VARIABLES
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +86,6 @@ DAILY_STATISTICS: dict[tuple[str, str], str] = {
 STATISTICS = ("mean", "max", "min", "sum")
 
 _CELL_METHOD = {"mean": "mean", "max": "maximum", "min": "minimum", "sum": "mean"}
-_STANDARD = {
-    "tas": ("air_temperature", "K", "Near-surface (2 m) air temperature, daily mean"),
-    "tasmax": ("air_temperature", "K", "Daily maximum near-surface (2 m) air temperature"),
-    "tasmin": ("air_temperature", "K", "Daily minimum near-surface (2 m) air temperature"),
-    "pr": ("lwe_precipitation_rate", "mm d-1", "Precipitation (daily total as a rate)"),
-    "uas": ("eastward_wind", "m s-1", "Eastward near-surface (10 m) wind, daily mean"),
-    "vas": ("northward_wind", "m s-1", "Northward near-surface (10 m) wind, daily mean"),
-}
-_TARGET_UNITS = {"tas": "K", "tasmax": "K", "tasmin": "K", "uas": "m s-1", "vas": "m s-1"}
 
 #: Steps per dask chunk along time (a day of hourly fields: ~100 MB for a global 0.25 deg float32 day).
 TIME_CHUNK = 24
@@ -283,13 +275,13 @@ def _finish(out: xr.DataArray, variable: str, src: xr.DataArray, where: str) -> 
     """Canonical units and CF metadata of a daily variable."""
     from aid.standardise import convert_units
 
-    if variable in _TARGET_UNITS:
+    if variable != "pr":  # precipitation arrives here already as mm d-1 (m of water per day x 1000)
         out.attrs["units"] = src.attrs.get("units", "")
         out.name = variable
         out = convert_units(out, variable, where)
-    std, units, long_name = _STANDARD[variable]
+    meta = VARIABLES[variable]
     out = out.astype("float32")
-    out.attrs = {"standard_name": std, "units": units, "long_name": long_name}
+    out.attrs = {"standard_name": meta.standard_name, "units": meta.units, "long_name": meta.long_name}
     return out.rename(variable)
 
 

@@ -49,20 +49,10 @@ from aid.errors import ConfigError, DataError
 from aid.frequency import require_daily
 from aid.io import open_dataset, write_netcdf, write_text
 from aid.provenance import provenance_attrs, relpath_or_name
-from aid.standardise import CANONICAL_UNITS, rename_coords, standardise
+from aid.standardise import rename_coords, standardise
+from aid.variables import VARIABLES
 
 log = logging.getLogger(__name__)
-
-#: Physical plausibility bounds in canonical units (inclusive), per variable.
-PHYSICAL_BOUNDS: dict[str, tuple[float, float]] = {
-    "tas": (150.0, 350.0),
-    "tasmax": (150.0, 350.0),
-    "tasmin": (150.0, 350.0),
-    "pr": (0.0, 2000.0),
-    "uas": (-150.0, 150.0),
-    "vas": (-150.0, 150.0),
-    "sfcWind": (0.0, 150.0),
-}
 
 #: The fix for a sub-daily file where daily data are required.
 _NOT_DAILY_FIX = (
@@ -447,7 +437,7 @@ def fetch_dataset(
             f"add search.experiments.{experiment}: [first_year, last_year] to the config.",
         )
     box = region_box(config)
-    storage_options = (config.get("catalog") or {}).get("storage_options")
+    storage_options = config["catalog"]["storage_options"]
     ds, headers = _open_standardised(assets, variable, key, years, box, storage_options)
     ds = subset_years(ds, years, key)
     ds = box_longitudes(ds, box)
@@ -501,9 +491,9 @@ def _last_day(calendar: str, year: int) -> str:
 
 
 def _data_variable(ds: xr.Dataset, path: str) -> str:
-    names = [v for v in ds.data_vars if v in CANONICAL_UNITS]
+    names = [v for v in ds.data_vars if v in VARIABLES]
     if len(names) != 1:
-        raise DataError(f"{path}: expected exactly one of {list(CANONICAL_UNITS)}, found {sorted(map(str, ds.data_vars))}.",
+        raise DataError(f"{path}: expected exactly one of {list(VARIABLES)}, found {sorted(map(str, ds.data_vars))}.",
                         "pass files written by `aid fetch`.")
     return names[0]
 
@@ -534,15 +524,17 @@ def check_variable(ds: xr.Dataset, variable: str, years: Sequence[int], key: str
     if n_nan:
         first = [str(t)[:10] for t in ds["time"].values[np.asarray(nan_only.values)][:3]]
         problems.append(f"{n_nan} time steps are NaN everywhere (first: {', '.join(first)})")
+    meta = VARIABLES[variable]
     units = da.attrs.get("units")
-    if units != CANONICAL_UNITS[variable]:
-        problems.append(f"units '{units}' are not the canonical '{CANONICAL_UNITS[variable]}'")
+    if units != meta.units:
+        problems.append(f"units '{units}' are not the canonical '{meta.units}'")
     vmin = float(da.min(skipna=True)) if da.notnull().any() else float("nan")
     vmax = float(da.max(skipna=True)) if da.notnull().any() else float("nan")
-    lo, hi = PHYSICAL_BOUNDS[variable]
-    if np.isfinite(vmin) and (vmin < lo or vmax > hi):
-        bad = int(((da < lo) | (da > hi)).sum())
-        problems.append(f"{bad} values outside the physical bounds {lo:g}..{hi:g} {CANONICAL_UNITS[variable]} (min {vmin:.4g}, max {vmax:.4g})")
+    lo, hi = meta.bounds
+    below, above = meta.out_of_bounds(da)
+    bad = int((below | above).sum())
+    if bad:
+        problems.append(f"{bad} values outside the physical bounds {lo:g}..{hi:g} {meta.units} (min {vmin:.4g}, max {vmax:.4g})")
     return {
         "dataset_key": key,
         "calendar": cal,

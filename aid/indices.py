@@ -32,11 +32,12 @@ from aid.errors import ConfigError, DataError
 from aid.io import open_dataset, write_netcdf
 from aid.naming import MEMBER_RE
 from aid.provenance import provenance_attrs, relpath_or_name
+from aid.variables import MODEL_VARIABLES, VARIABLES
 
 log = logging.getLogger(__name__)
 
-#: Variables the indices read (daily CF names).
-INPUT_VARIABLES = ("tas", "tasmax", "tasmin", "pr", "uas", "vas")
+#: Variables the indices read (daily CF names; the registry's model variables).
+INPUT_VARIABLES = MODEL_VARIABLES
 
 #: Percentile thresholds used by the percentile-based indices: key -> (variable, percentile, kind).
 #: kind ``doy``: day-of-year percentile (5-day window); ``wet``: percentile of wet days (>= 1 mm/d).
@@ -150,8 +151,8 @@ def _sfcwind_p99_indicator() -> Any:
         identifier="aid_sfcWind_p99",
         module="aid",
         realm="atmos",
-        units="m s-1",
-        standard_name="wind_speed",
+        units=VARIABLES["sfcWind"].units,
+        standard_name=VARIABLES["sfcWind"].standard_name,
         long_name="99th percentile of daily mean near-surface wind speed",
         description="{freq} 99th percentile of daily mean near-surface (10 m) wind speed.",
         cell_methods="time: percentile over days",

@@ -33,41 +33,14 @@ import numpy as np
 import xarray as xr
 
 from aid.errors import DataError
+from aid.variables import VARIABLES
 
 log = logging.getLogger(__name__)
 
-#: Canonical units per CF variable name.
-CANONICAL_UNITS: dict[str, str] = {
-    "tas": "K",
-    "tasmax": "K",
-    "tasmin": "K",
-    "pr": "mm d-1",
-    "uas": "m s-1",
-    "vas": "m s-1",
-    "sfcWind": "m s-1",
-}
-
-#: CF standard names written on the standardised variable.
-STANDARD_NAMES: dict[str, str] = {
-    "tas": "air_temperature",
-    "tasmax": "air_temperature",
-    "tasmin": "air_temperature",
-    "pr": "lwe_precipitation_rate",
-    "uas": "eastward_wind",
-    "vas": "northward_wind",
-    "sfcWind": "wind_speed",
-}
-
-#: Other names the same quantity goes by (ERA5 short names, GRIB names).
-ALIASES: dict[str, tuple[str, ...]] = {
-    "tas": ("t2m", "2t", "air_temperature", "tg"),
-    "tasmax": ("mx2t", "tx"),
-    "tasmin": ("mn2t", "tn"),
-    "pr": ("tp", "precip", "prcp", "rr"),
-    "uas": ("u10", "10u"),
-    "vas": ("v10", "10v"),
-    "sfcWind": ("si10", "wind", "ws10"),
-}
+#: Canonical units, CF standard names and other names per variable (from the registry).
+CANONICAL_UNITS: dict[str, str] = {v: m.units for v, m in VARIABLES.items()}
+STANDARD_NAMES: dict[str, str] = {v: m.standard_name for v, m in VARIABLES.items()}
+ALIASES: dict[str, tuple[str, ...]] = {v: m.aliases for v, m in VARIABLES.items()}
 
 _LAT_NAMES = ("lat", "latitude", "nav_lat", "y_lat")
 _LON_NAMES = ("lon", "longitude", "nav_lon", "x_lon")
@@ -182,7 +155,7 @@ def convert_units(da: xr.DataArray, variable: str, where: str) -> xr.DataArray:
         out = None
         if variable == "pr" and "time" in da.dims and _is_amount(units):
             try:  # an amount per time step (ERA5 tp in m, kg m-2 per day) -> rate
-                out = convert_units_to(amount2rate(da, dim="time", out_units="mm d-1"), target, context="hydro")
+                out = convert_units_to(amount2rate(da, dim="time", out_units=target), target, context="hydro")
             except Exception:
                 out = None
         if out is None:

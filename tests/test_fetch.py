@@ -114,7 +114,7 @@ def test_completeness_ok_and_failures(demo_catalog: Path, tmp_path: Path) -> Non
         check_completeness([bad, paths[1]], cfg, "AID-ERA5-DERIVED", "historical", "r1i1p1f1", tmp_path / "bad2" / "c.json")
     msg = str(exc.value)
     assert "1 time steps are NaN everywhere (first: 2012-01-11)" in msg
-    assert "1 values outside the physical bounds 150..350 K (min" in msg and "max 400)" in msg
+    assert "1 values outside the physical bounds 170..345 K (min" in msg and "max 400)" in msg
     _no_output(tmp_path / "bad2")
 
     # a variable of the config with no fetched file

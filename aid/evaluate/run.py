@@ -43,11 +43,13 @@ from aid.evaluate.spectra import radial_power_spectrum, wavelength_km
 from aid.indices import load_variables, parse_deliverable_name
 from aid.io import open_dataset, write_text
 from aid.provenance import provenance_attrs
+from aid.variables import MODEL_VARIABLES, VARIABLES
 
 log = logging.getLogger(__name__)
 
 SEASON_MONTHS: dict[str, tuple[int, ...]] = {"DJF": (12, 1, 2), "MAM": (3, 4, 5), "JJA": (6, 7, 8), "SON": (9, 10, 11)}
-UNITS: dict[str, str] = {"tas": "K", "tasmax": "K", "tasmin": "K", "pr": "mm d-1", "uas": "m s-1", "vas": "m s-1"}
+#: Units of the scored variables (from the registry), in evaluation order.
+UNITS: dict[str, str] = {v: VARIABLES[v].units for v in MODEL_VARIABLES}
 TAIL_QS: tuple[float, ...] = (0.99, 0.999)
 
 

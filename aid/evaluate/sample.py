@@ -25,6 +25,7 @@ import xarray as xr
 from aid.errors import DataError
 from aid.io import open_dataset, write_netcdf
 from aid.naming import BASELINE_ID, EVALUATION_EXPERIMENT, EVALUATION_MEMBER, deliverable_name
+from aid.variables import VARIABLES
 
 UK_T2M = "era5/era5-2mt-2019-03-uk.grib"
 CITIES = "era5/daily_surface_cancities_1990-1993.nc"
@@ -60,7 +61,8 @@ def build_sample_evaluation(
     t2m = t2m.sel(lat=slice(50.0, 57.75), lon=slice(-10.0, -0.25)).load()
     daily = t2m.resample(time="1D").mean()
     daily = daily.assign_coords(time=daily["time"] + np.timedelta64(12, "h"))
-    tas = daily.astype("float32").rename("tas").assign_attrs(standard_name="air_temperature", units="K")
+    tas = daily.astype("float32").rename("tas").assign_attrs(standard_name=VARIABLES["tas"].standard_name,
+                                                              units=VARIABLES["tas"].units)
     tas = tas.drop_vars([c for c in tas.coords if c not in ("time", "lat", "lon")])
     ref_path = out / "reference" / "fine" / "tas.nc"
     write_netcdf(tas.to_dataset(), ref_path)

@@ -29,10 +29,9 @@ from aid.model.sampler import CPU_MICRO_BATCH, chunked, heun_sample, member_seed
 from aid.model.tiling import tiled_apply
 from aid.model.tune import FALLBACK
 from aid.model.unet import UNet
+from aid.variables import VARIABLES
 
 log = logging.getLogger(__name__)
-
-UNITS = {"tas": "K", "tasmax": "K", "tasmin": "K", "pr": "mm d-1", "uas": "m s-1", "vas": "m s-1"}
 
 
 def resolve_device(device: str) -> str:
@@ -355,7 +354,7 @@ class Downscaler:
                                  "lon": ("lon", self.lon, {"units": "degrees_east", "standard_name": "longitude"})})
         for i, v in enumerate(self.variables):
             attrs = dict(coarse[v].attrs)
-            attrs.setdefault("units", UNITS.get(v, ""))
+            attrs.setdefault("units", VARIABLES[v].units)
             out[v] = (("sample", "time", "lat", "lon"), phys[:, :, i], attrs)
         out.attrs.update({"aid_checkpoint_sha256": self.checkpoint_sha256, "aid_sampler_seed": str(seed),
                           "aid_sampler_steps": str(steps), "aid_sampler_churn": str(churn), "aid_sampler_rho": str(rho),

@@ -14,18 +14,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PR_VARIABLES = frozenset({"pr"})
+from aid.variables import VARIABLES
+
+#: Variables transformed before the network (the registry's non-identity model transforms).
+PR_VARIABLES = frozenset(v for v, m in VARIABLES.items() if "identity" not in m.model_transforms)
 #: Exponent of the ``power`` precipitation transform.
 PR_POWER = 1.0 / 3.0
-#: Upper bound of delivered precipitation (mm/day; the world record day is ~1,825 mm). Guards the
-#: exponential inverse against overflow when a sampler run with too few steps goes astray.
-PR_MAX = 5000.0
+#: Ceiling of the inverse transform (mm/day). It only guards the exponential inverse against
+#: overflow when a sampler run with too few steps goes astray; it sits well above the registry's
+#: physical bound so that such a run is still flagged by the checks stage instead of being hidden.
+PR_MAX = 2.5 * VARIABLES["pr"].bounds[1]
 
 
-def forward(var: str, x: np.ndarray, pr_transform: str = "log1p") -> np.ndarray:
+def forward(var: str, x: np.ndarray, pr_transform: str) -> np.ndarray:
     """Physical units -> model space (identity except for precipitation)."""
     if var not in PR_VARIABLES:
         return x
+    if pr_transform not in VARIABLES[var].model_transforms:
+        raise ValueError(f"transform {pr_transform!r} is not valid for {var}: use one of {VARIABLES[var].model_transforms}")
     x = np.maximum(x, 0.0)
     if pr_transform == "log1p":
         return np.log1p(x)
@@ -34,7 +40,7 @@ def forward(var: str, x: np.ndarray, pr_transform: str = "log1p") -> np.ndarray:
     raise ValueError(f"unknown pr_transform {pr_transform!r}")
 
 
-def inverse(var: str, y: np.ndarray, pr_transform: str = "log1p") -> np.ndarray:
+def inverse(var: str, y: np.ndarray, pr_transform: str) -> np.ndarray:
     """Model space -> physical units; precipitation is clipped to >= 0."""
     if var not in PR_VARIABLES:
         return y
