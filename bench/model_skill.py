@@ -145,21 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="last part of the training hours held out for early stopping (best-validation EMA weights)")
     # Default: EDM's sigma_max 80 in normalised units, i.e. 80 / res_scale in the model units of a
-    # sigma_relative checkpoint (230 here): the same start relative to the data as the schedule
-    # these sampler settings were chosen with. Measured on the sigma_relative checkpoint: starting
-    # from 80 model units gives spread-skill 0.78 (rank ratio 1.48), from 230 0.88 (1.25).
+    # sigma_relative checkpoint: the same start relative to the data as the schedule these sampler
+    # settings were chosen with (a start in model units under-disperses; bench/README.md).
     ap.add_argument("--sigma-max", type=float, default=None, help="override the sampling sigma_max (model units)")
-    # S_churn 30 (gamma capped at sqrt(2)-1 per step): measured on this bench it raises the spread-skill
-    # ratio 0.52 -> 0.56, the rank-histogram ratio 3.0 -> 2.6 and the top-wavenumber power 0.69 -> 0.77.
+    # S_churn 30 (gamma capped at sqrt(2)-1 per step): fresh noise during sampling widens the
+    # ensemble and restores small-scale power (figures in bench/README.md).
     ap.add_argument("--churn", type=float, default=30.0, help="S_churn of the Heun sampler (0 = ODE)")
-    # rho 4 (EDM default 7): measured on this bench (12 steps, churn 30) it raises the spread-skill
-    # ratio 0.63 -> 0.71 and lowers the rank-histogram ratio 2.0 -> 1.6 at unchanged MAE; the
-    # top-wavenumber power goes 0.79 -> 1.19 of the truth (inside the x1.5 band).
+    # rho 4 (EDM default 7): more of the few steps at small noise levels, where the fine detail is
+    # formed: better spread and rank histogram at unchanged MAE (figures in bench/README.md).
     ap.add_argument("--rho", type=float, default=4.0, help="rho of the sampler's noise schedule")
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--sampler-steps", type=int, default=12)
-    # 1 thread: on a shared 2-core machine two OpenMP threads spin against other jobs (measured 20x
-    # slower per step under load); a single thread runs at ~0.13 s per batch-16 step either way.
+    # 1 thread: OpenMP threads spin-wait against other jobs on shared cores, which makes step times
+    # erratic; a single thread runs at the same speed loaded or idle (bench/README.md).
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--checkpoint", default=None, help="score an existing checkpoint instead of training")
     ap.add_argument("--out", default=str(OUT / "model_skill.json"))

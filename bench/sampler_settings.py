@@ -4,8 +4,7 @@
 
 Why this exists beside ``bench/sampler.py``: that bench tunes the sampler for a model trained on
 hourly UK t2m; the default pipeline trains a six-variable model on daily fields for 1500 steps,
-and a few-step sampler that suits one network need not suit the other (measured: 5 steps from
-sigma_max 20 doubled this checkpoint's member MAE). This scores the checkpoint's own default (tuned
+and a few-step sampler that suits one network need not suit the other (bench/README.md). This scores the checkpoint's own default (tuned
 at the end of training, aid/model/tune.py) and other (steps, sigma_max, rho) settings
 (fair CRPS, MAE, spread; IPSL-AID's sampler included) on every ``--every``-th day of the held-out year of a finished default run (``bench/pipeline.py``
 writes one), 3 samples each, against the run's own 0.25 deg ERA5-derived reference. Output:

@@ -17,15 +17,14 @@ import numpy as np
 # Conservative regridding: xarray-regrid's weights, applied per axis as banded matrix products
 # --------------------------------------------------------------------------------------------
 #
-# Why this exists (issue 8): ``ds.regrid.conservative`` is the reference engine, but on 100 global
-# 0.25 deg fields it took ~5x ``cdo remapcon``'s time. Profiling (cProfile, 0.25 -> 2 deg) put the
-# time in (1) reordering/copying the data before any arithmetic: ``normalise_coords``/``sortby``
-# (lat 90 -> -90, lon 0..360 -> -180..180), ``align_longitudes``' periodic ``concat``, and
-# xarray-regrid's own padding, each a full 415 MB copy with fancy indexing; (2) the contraction
+# Why this exists: ``ds.regrid.conservative`` is the reference engine, but on global 0.25 deg fields
+# its time goes into (1) reordering/copying the data before any arithmetic: ``normalise_coords``/
+# ``sortby`` (lat 90 -> -90, lon 0..360 -> -180..180), ``align_longitudes``' periodic ``concat``, and
+# xarray-regrid's own padding, each a full copy of the input with fancy indexing; (2) the contraction
 # itself: with the ``sparse`` package importable xarray-regrid turns its weights into ``sparse.COO``
-# and ``xr.dot`` ends in ``sparse.tensordot`` (plus ~2 s of numba compilation in every new process);
-# without ``sparse`` it is a dense einsum, ~23 GFLOP for 1440 -> 180 x 721 -> 90 of which >98 % are
-# products with zero weights.
+# and ``xr.dot`` ends in ``sparse.tensordot`` (plus numba compilation in every new process); without
+# ``sparse`` it is a dense einsum whose products are almost all with zero weights (a target cell
+# overlaps only a few source rows and columns).
 #
 # What we do instead: xarray-regrid's conservative scheme is separable (its own docstring says so:
 # one 1-D weight matrix per axis, latitude rows weighted by sin-band area). So we let xarray-regrid
@@ -39,8 +38,8 @@ import numpy as np
 # target block only ever touches a few dozen source rows), which costs a few times the ideal
 # sparse flop count but runs at BLAS speed with no transposes: latitude first when it shrinks the
 # data, longitude first otherwise; long time series are split over one thread per core.
-# Result (bench/regrid.py, 100 fields, 2 shared cores): 0.25 -> 2 deg compute ~0.15 s instead of
-# ~5.8 s, 2 -> 0.25 deg ~0.45 s instead of ~2.3 s; file -> file both below ``cdo remapcon``.
+# Its speed against the accessor and ``cdo remapcon`` is measured by ``bench/regrid.py`` (figures in
+# the README's benchmark table).
 # Everything else is kept from xarray-regrid's ``conservative_regrid``: the polar rows it adds
 # (zonal nan-mean of the edge row), NaN handling (numerator over filled data, denominator over the
 # valid mask, kept where the valid weight >= 1e-6, i.e. ``nan_threshold=1``), the mask of targets
@@ -224,7 +223,7 @@ class _ConservativePlan:
 
         Large inputs are split along the leading (time) axis over one thread per core, each
         running single-threaded BLAS: the block products are small, and OpenBLAS's own threads
-        spin-wait per call, which on a shared 2-core machine made a run 10x slower at random.
+        spin-wait per call, which on oversubscribed cores makes run times erratic.
         """
         dtype = np.result_type(np.float32, data.dtype)
         lead = data.shape[:-2]
