@@ -55,6 +55,20 @@ def _with_defaults(validator_class: type) -> type:
 _DefaultingValidator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+def fill_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a partial config with every absent key that has a schema default filled in.
+
+    Why: library callers (tests, benches) that build only the sections one function reads get the
+    same values a validated run would, so the code can index every key (``cfg["key"]``) and never
+    carries a default of its own. Nothing is checked here (no required keys, no semantics); a run's
+    config goes through :func:`validate`.
+    """
+    cfg = copy.deepcopy(dict(cfg))
+    for _ in _DefaultingValidator(load_schema()).iter_errors(cfg):
+        pass
+    return cfg
+
+
 def validate(cfg: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
     """Validate ``cfg`` against the schema and semantic rules, filling the schema's defaults; return
     a deep copy.
