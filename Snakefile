@@ -56,7 +56,7 @@ localrules:
     multi_model_stats,
 
 
-if not config["catalog"].get("path"):
+if not config["catalog"]["path"]:
 
     localrules:
         catalog,

@@ -455,13 +455,13 @@ def write_demo_archive(
     """
     from aid.provenance import sha256_file
 
-    demo = dict(config.get("demo_archive") or {})
-    source_id = str(demo.get("source_id", "AID-ERA5-DERIVED"))
-    institution = str(demo.get("institution_id", "AID"))
-    members = list(demo.get("members", ["r1i1p1f1", "r2i1p1f1"]))
-    hist = [int(y) for y in demo.get("historical_years", [2012, 2014])]
-    scen_name = str(demo.get("scenario", "ssp245"))
-    scen = [int(y) for y in demo.get("scenario_years", [2015, 2017])]
+    demo = config["demo_archive"]
+    source_id = str(demo["source_id"])
+    institution = str(demo["institution_id"])
+    members = list(demo["members"])
+    hist = [int(y) for y in demo["historical_years"]]
+    scen_name = str(demo["scenario"])
+    scen = [int(y) for y in demo["scenario_years"]]
     if hist[0] > hist[1] or scen[0] > scen[1]:
         raise ConfigError(f"demo_archive years are reversed (historical {hist}, scenario {scen}).", "write them as [first, last].")
     if scen[0] <= hist[1]:

@@ -254,7 +254,7 @@ def _stream(
     what: str,
 ) -> list[Path]:
     """Run ``produce`` over day batches and append to the deliverables; rename all at the end."""
-    batch_days = int(config["downscale"].get("batch_days", 32))
+    batch_days = int(config["downscale"]["batch_days"])
     nd = len(coarse.days)
     driving = driving_attributes(coarse.attrs, config, source, experiment)
     totals: dict[str, np.ndarray] = {}
@@ -318,13 +318,13 @@ def _stream(
 def sampler_settings(dcfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Heun sampler settings: steps, churn, rho, sigma_max (in that order).
 
-    Config ``downscale`` keys that are set win; null or absent ones take the checkpoint's
+    Config ``downscale`` keys that are set win; null ones (the schema's default) take the checkpoint's
     ``defaults`` (:attr:`aid.model.api.Downscaler.sampler_defaults`: the settings chosen on
     validation fields at the end of training, see :mod:`aid.model.tune`). One function so the
     downscale jobs and the benchmarks read the same settings.
     """
     def pick(key: str) -> Any:
-        v = dcfg.get(key)
+        v = dcfg[key]
         return defaults[key] if v is None else v
 
     return {"steps": int(pick("steps")), "churn": float(pick("churn")), "rho": float(pick("rho")),
@@ -365,7 +365,7 @@ def downscale_year(
     targets = map_outputs(config, outputs, source, experiment, member, year, MODEL_ID)
     remove_stale(list(targets.values()))
     torch.set_num_threads(max(1, int(threads)))
-    device = resolve_device(dcfg.get("device", "auto"))
+    device = resolve_device(dcfg["device"])
     ckpt = Path(checkpoint)
     if not ckpt.exists():
         raise CheckpointError(f"{ckpt}: checkpoint does not exist.", "run the train rule or set model.checkpoint.")
@@ -382,13 +382,13 @@ def downscale_year(
     dl = dl.for_grid(grid.lat.values, grid.lon.values, static_path)
     coarse = open_coarse(coarse_paths, list(dl.variables), year)
     samples = sorted({s for _, s in targets})
-    seed = int(dcfg.get("seed", 0))
+    seed = int(dcfg["seed"])
     steps, churn, rho, sigma_max = sampler_settings(dcfg, dl.sampler_defaults).values()
     stream = noise_stream(source, experiment, member)
     log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, %d days in "
              "batches of %d", source, experiment, member, year, samples, seed, steps, churn, rho, sigma_max,
              len(coarse.days),
-             int(dcfg.get("batch_days", 32)))
+             int(dcfg["batch_days"]))
 
     def produce(batch: xr.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         out = dl.sample(batch, samples=samples, seed=seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max,
@@ -408,7 +408,7 @@ def downscale_year(
         "sampler_churn": churn,
         "sampler_rho": rho,
         "sampler_sigma_max": sigma_max,
-        "n_samples": int(dcfg.get("n_samples", len(samples))),
+        "n_samples": int(dcfg["n_samples"]),
         "device": device,
         "coarse_input": ", ".join(relpath_or_name(p) for p in coarse.files),
         "training_domain": dl.training_domain_attr(),

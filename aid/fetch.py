@@ -100,12 +100,11 @@ def open_catalog(catalog_path: str | os.PathLike[str]) -> Any:
 
 def _search_facets(config: Mapping[str, Any], source: str, experiment: str, member: str, variable: str) -> list[tuple[str, str]]:
     """Facets in search order: the variable last, so its error lists the variables of that member."""
-    search = config.get("search", {})
+    search = config["search"]
     facets = [("source_id", source), ("experiment_id", experiment), ("member_id", member)]
-    if search.get("table_id"):
-        facets.append(("table_id", str(search["table_id"])))
-    if search.get("frequency"):
-        facets.append(("frequency", str(search["frequency"])))
+    for facet in ("table_id", "frequency"):  # a facet taken out of the search (None or absent) filters nothing
+        if search.get(facet):
+            facets.append((facet, str(search[facet])))
     facets.append(("variable_id", variable))
     return facets
 
@@ -206,14 +205,14 @@ class Box:
 def region_box(config: Mapping[str, Any]) -> Box:
     """Domain + ``halo_cells * grid.coarse_resolution`` degrees on each side."""
     dom = config["domain"]
-    halo = int(dom.get("halo_cells", 0)) * float(config.get("grid", {}).get("coarse_resolution", 0.0))
+    halo = int(dom["halo_cells"]) * float(config["grid"]["coarse_resolution"])
     la0, la1 = float(dom["lat"][0]) - halo, float(dom["lat"][1]) + halo
     w = ((float(dom["lon"][0]) + 180.0) % 360.0) - 180.0
     e = ((float(dom["lon"][1]) + 180.0) % 360.0) - 180.0
     if e < w:  # crosses the antimeridian
         e += 360.0
-    desc = (f"lat {la0:g}..{la1:g}, lon {w - halo:g}..{e + halo:g} (domain + {dom.get('halo_cells', 0)} halo cells "
-            f"of {config.get('grid', {}).get('coarse_resolution')} deg)")
+    desc = (f"lat {la0:g}..{la1:g}, lon {w - halo:g}..{e + halo:g} (domain + {dom['halo_cells']} halo cells "
+            f"of {config['grid']['coarse_resolution']} deg)")
     return Box(la0, la1, w - halo, e + halo, desc)
 
 
@@ -430,7 +429,7 @@ def fetch_dataset(
     assets = catalog_assets(cat, rows, catalog_path)
     log.info("%s: %d asset(s) from %s", key, len(assets), catalog_path)
 
-    years = config.get("search", {}).get("experiments", {}).get(experiment)
+    years = config["search"]["experiments"].get(experiment)
     if years is None:
         raise ConfigError(
             f"experiment '{experiment}' is not in search.experiments.",
@@ -587,7 +586,7 @@ def check_completeness(
         info["file"] = relpath_or_name(p)
         summary["variables"][var] = info
         problems += [f"{key}: {msg}" for msg in info["problems"]]
-    wanted = list(config["search"].get("variables", []))
+    wanted = list(config["search"]["variables"])
     missing_vars = [v for v in wanted if v not in summary["variables"]]
     if missing_vars:
         problems.append(f"{source}.{experiment}.{member}: no fetched file for variable(s) {missing_vars}")

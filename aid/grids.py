@@ -40,7 +40,7 @@ def make_grid(lat: np.ndarray, lon: np.ndarray, res_lat: float, res_lon: float |
 
 def fine_grid(cfg: Mapping[str, Any]) -> xr.Dataset:
     """The deliverables' 0.25 deg grid: centres ``domain.lat``/``domain.lon`` inclusive."""
-    res = float(cfg["grid"].get("fine_resolution", 0.25))
+    res = float(cfg["grid"]["fine_resolution"])
     (la0, la1), (lo0, lo1) = cfg["domain"]["lat"], cfg["domain"]["lon"]
     for v in (la0, la1, lo0, lo1):
         if abs(v / res - round(v / res)) > 1e-6:
@@ -61,7 +61,7 @@ def coarse_grid(cfg: Mapping[str, Any]) -> xr.Dataset:
     """The model's coarse grid: cells whose centres lie inside the fine domain's outer edges."""
     res = float(cfg["grid"]["coarse_resolution"])
     fine = fine_grid(cfg)
-    fres = float(cfg["grid"].get("fine_resolution", 0.25))
+    fres = float(cfg["grid"]["fine_resolution"])
     la0, la1 = float(fine.lat[0]) - fres / 2, float(fine.lat[-1]) + fres / 2
     lo0, lo1 = float(fine.lon[0]) - fres / 2, float(fine.lon[-1]) + fres / 2
     lat = np.arange(np.floor(la0 / res), np.ceil(la1 / res) + 1) * res + res / 2

@@ -345,9 +345,9 @@ def compute_indices(
 
 
 def _config_indices(config: Mapping[str, Any]) -> tuple[list[str], str, list[int]]:
-    ic = config.get("indices", {})
-    names = check_index_names(ic.get("names", list(INDEX_SPECS)))
-    freq = ic.get("freq", "YS")
+    ic = config["indices"]
+    names = check_index_names(ic["names"])
+    freq = ic["freq"]
     if "base_period" not in ic:
         raise ConfigError("config 'indices.base_period' is missing.", "set it to the [first, last] year of the base period.")
     return names, freq, [int(y) for y in ic["base_period"]]
@@ -415,7 +415,7 @@ def compute_reference_indices(config: Mapping[str, Any], paths: Sequence[str | o
     ds.attrs.update(
         provenance_attrs(
             "reference_indices",
-            reference=config.get("reference", {}).get("name", "ERA5"),
+            reference=config["reference"]["name"],
             base_period=f"{base_period[0]}-{base_period[1]}",
             index_freq=freq,
             inputs=" ".join(relpath_or_name(p) for p in paths),

@@ -131,14 +131,14 @@ def prepare_reference(
         )
     # the reference around the domain: whole coarse cells plus one fine cell of margin
     cgrid = coarse_grid(config)
-    res = float(config["grid"].get("fine_resolution", 0.25))
+    res = float(config["grid"]["fine_resolution"])
     lat0, lat1 = float(cgrid.lat_bnds.min()) - res, float(cgrid.lat_bnds.max()) + res
     lon0, lon1 = float(cgrid.lon_bnds.min()) - res, float(cgrid.lon_bnds.max()) + res
     around = align_longitudes(ref, cgrid["lon"].values)
     around = around.sel(lat=slice(lat0, lat1), lon=slice(lon0, lon1))
     coarse = coarsen(around, config).load()
 
-    name = config["reference"].get("name", "ERA5")
+    name = config["reference"]["name"]
     for ds, grid_name in ((fine, "fine"), (coarse, "coarse")):
         ds[variable] = ds[variable].astype("float32")
         ds.attrs.update(

@@ -41,7 +41,7 @@ def _cells(config: Mapping[str, Any], grid: str) -> int:
     from aid.grids import coarse_grid, fine_grid
 
     g = fine_grid(config) if grid == "fine" else coarse_grid(config)
-    halo = int(config["domain"].get("halo_cells", 0)) if grid == "coarse" else 0
+    halo = int(config["domain"]["halo_cells"]) if grid == "coarse" else 0
     return (g.sizes["lat"] + 2 * halo) * (g.sizes["lon"] + 2 * halo)
 
 

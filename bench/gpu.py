@@ -103,8 +103,11 @@ def build(size: str, device: str, checkpoint: str | None, n_static: int):  # noq
 def train_throughput(size: str, device: str, batches: list[int], steps: int, compile_: bool) -> list[dict]:
     import torch
 
+    from aid.config import fill_defaults
     from aid.model.data import N_STATIC
     from aid.model.precond import edm_loss, sample_sigma
+
+    tcfg = fill_defaults({})["model"]["train"]  # the default run's training noise distribution
 
     out = []
     for b in batches:
@@ -124,7 +127,7 @@ def train_throughput(size: str, device: str, batches: list[int], steps: int, com
         _reset_peak(device)
 
         def one() -> None:
-            sig = sample_sigma(b, g).to(device)
+            sig = sample_sigma(b, g, p_mean=tcfg["p_mean"], p_std=tcfg["p_std"]).to(device)
             noise = torch.randn(y.shape, generator=g).to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
                 loss = edm_loss(fwd, y, c, tf, sig, noise, sigma_data=den.sigma_data)

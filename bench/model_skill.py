@@ -98,7 +98,10 @@ def readme_baselines(t2m_desc: np.ndarray) -> dict[str, float]:
 
 def config(size: str, steps: int, batch: int, lr: float, seed: int, extra: dict | None = None,
            prior: dict | None = None) -> dict:
-    return {
+    """The bench's training config; keys it does not set take the schema's defaults."""
+    from aid.config import fill_defaults
+
+    return fill_defaults({
         "search": {"variables": ["tas"]},
         "domain": {"id": "UK-bench", "lat": [50.0, 57.75], "lon": [-10.0, 1.75]},
         "grid": {"coarse_resolution": 2.0, "fine_resolution": 0.25},
@@ -106,9 +109,10 @@ def config(size: str, steps: int, batch: int, lr: float, seed: int, extra: dict 
         "model": {
             "size": size, "upsample": "bicubic", "pr_transform": "log1p", "lat_weighting": True, "prior": prior,
             "train": {"years": [2019, 2019], "steps": steps, "batch_size": batch, "lr": lr, "lr_schedule": "cosine",
-                      "warmup_steps": 100, "ema_decay": 0.999, "grad_clip": 1.0, "seed": seed, **(extra or {})},
+                      "warmup_steps": 100, "ema_decay": 0.999, "grad_clip": 1.0, "seed": seed,
+                      "sigma_relative": False, **(extra or {})},
         },
-    }
+    })
 
 
 def rank_histogram(obs: np.ndarray, ens: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     import aid.model.api as api
+    from aid.config import fill_defaults
     from aid.model.api import Downscaler
     from aid.model.precond import EDMDenoiser
     from aid.model.sampler import CPU_MICRO_BATCH
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     t_start = time.monotonic()
-    dcfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["downscale"]
+    dcfg = fill_defaults(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))["downscale"]
     coarse, truth, _ = load_uk()
     nt = coarse.sizes["time"]
     samples = list(range(1, args.members + 1))

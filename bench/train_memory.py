@@ -45,8 +45,10 @@ Y0 = 2000
 
 
 def _cfg(h: int, w: int, years: int, steps: int, batch: int, cache_mb: float) -> dict:
+    from aid.config import fill_defaults
+
     lat0, lon0 = 40.0, -20.0
-    return {
+    return fill_defaults({
         "search": {"variables": ["tas"]},
         "domain": {"id": "DERIVED", "lat": [lat0, lat0 + 0.25 * (h - 1)], "lon": [lon0, lon0 + 0.25 * (w - 1)]},
         "grid": {"coarse_resolution": 2.0, "fine_resolution": 0.25},
@@ -55,8 +57,9 @@ def _cfg(h: int, w: int, years: int, steps: int, batch: int, cache_mb: float) ->
         "model": {"size": "tiny", "upsample": "bicubic", "pr_transform": "log1p", "lat_weighting": True,
                   "prior": None, "tune_sampler": False,
                   "train": {"years": [Y0, Y0 + years - 1], "steps": steps, "batch_size": batch, "lr": 1e-3,
-                            "warmup_steps": 5, "ema_decay": 0.99, "seed": 0, "crop": 64, "cache_mb": cache_mb}},
-    }
+                            "warmup_steps": 5, "ema_decay": 0.99, "seed": 0, "crop": 64, "cache_mb": cache_mb,
+                            "sigma_relative": False}},
+    })
 
 
 def write_archive(d: Path, h: int, w: int, years: int) -> tuple[Path, Path]:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not (DATA / "era5/era5-2mt-2019-03-uk.grib").exi
 def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     root = tmp_path_factory.mktemp("eval")
     inputs = build_sample_evaluation(DATA, root / "case", n_samples=4)
-    cfg = {"evaluation": {"period": [2019, 2019], "seasons": ["DJF", "MAM", "JJA", "SON"]},
+    cfg = {"evaluation": {"period": [2019, 2019], "seasons": ["DJF", "MAM", "JJA", "SON"], "properties": []},
            "indices": {"base_period": [1990, 1992]}, "reference": {"name": "ERA5"}}
     out = root / "evaluation"
     headline = evaluate(cfg, **inputs, metrics_out=out / "metrics.json", tables_dir=out / "tables",

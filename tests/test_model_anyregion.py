@@ -15,6 +15,7 @@ import pytest
 import torch
 import xarray as xr
 
+from aid.config import fill_defaults
 from aid.errors import CheckpointError
 from aid.grids import fine_grid
 from aid.io import write_netcdf
@@ -29,7 +30,7 @@ SIGMA_MAX = 0.5  # two Heun steps cannot remove more starting noise than this (n
 
 
 def _cfg(lat: list[float], lon: list[float]) -> dict:
-    return {
+    return fill_defaults({
         "search": {"variables": ["tas"]},
         "domain": {"id": "T", "lat": lat, "lon": lon},
         "grid": {"coarse_resolution": 2.0, "fine_resolution": 0.25},
@@ -37,8 +38,8 @@ def _cfg(lat: list[float], lon: list[float]) -> dict:
         "model": {"size": "tiny", "upsample": "bicubic", "pr_transform": "log1p", "lat_weighting": True,
                   "prior": None, "tune_sampler": False,
                   "train": {"years": [2019, 2019], "steps": 40, "batch_size": 8, "lr": 2e-3, "lr_schedule": "cosine",
-                            "warmup_steps": 5, "ema_decay": 0.9, "grad_clip": 1.0, "seed": 0}},
-    }
+                            "warmup_steps": 5, "ema_decay": 0.9, "grad_clip": 1.0, "seed": 0, "sigma_relative": False}},
+    })
 
 
 @pytest.fixture(scope="module")

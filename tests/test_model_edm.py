@@ -17,6 +17,7 @@ import pytest
 import torch
 import xarray as xr
 
+from aid.config import fill_defaults
 from aid.errors import CheckpointError
 from aid.grids import fine_grid
 from aid.io import write_netcdf
@@ -38,15 +39,15 @@ STATIC = ERA5 / "era5-static-z-lsm-global.nc"
 
 
 def _cfg(variables: list[str], lat: list[float], lon: list[float], steps: int = 40) -> dict:
-    return {
+    return fill_defaults({
         "search": {"variables": variables},
         "domain": {"id": "T", "lat": lat, "lon": lon},
         "grid": {"coarse_resolution": 2.0, "fine_resolution": 0.25},
         "regrid": {"method": "conservative", "backend": "xarray-regrid"},
-        "model": {"size": "tiny", "upsample": "bicubic", "pr_transform": "log1p", "lat_weighting": True,
+        "model": {"size": "tiny", "upsample": "bicubic", "pr_transform": "log1p", "lat_weighting": True, "prior": None,
                   "train": {"years": [2000, 2030], "steps": steps, "batch_size": 8, "lr": 2e-3, "lr_schedule": "cosine",
-                            "warmup_steps": 5, "ema_decay": 0.9, "grad_clip": 1.0, "seed": 0}},
-    }
+                            "warmup_steps": 5, "ema_decay": 0.9, "grad_clip": 1.0, "seed": 0, "sigma_relative": False}},
+    })
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,6 +11,7 @@ import scoringrules as sr
 import torch
 import xarray as xr
 
+from aid.config import fill_defaults
 from aid.downscale import sampler_settings
 from aid.grids import fine_grid
 from aid.io import write_netcdf
@@ -30,7 +31,7 @@ STATIC = ERA5 / "era5-static-z-lsm-global.nc"
 
 
 def _cfg(steps: int = 30, prior: dict | None = None) -> dict:
-    return {
+    return fill_defaults({
         "search": {"variables": ["tas"]},
         "domain": {"id": "T", "lat": [50.0, 57.75], "lon": [-10.0, 1.75]},
         "grid": {"coarse_resolution": 2.0, "fine_resolution": 0.25},
@@ -39,8 +40,8 @@ def _cfg(steps: int = 30, prior: dict | None = None) -> dict:
                   "prior": prior,
                   "train": {"years": [2019, 2019], "steps": steps, "batch_size": 8, "lr": 2e-3,
                             "lr_schedule": "cosine", "warmup_steps": 5, "ema_decay": 0.9, "grad_clip": 1.0, "seed": 0,
-                            "use_doy": False}},
-    }
+                            "use_doy": False, "sigma_relative": False}},
+    })
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def test_checkpoint_with_prior_and_tuned_sampler(march: dict, tmp_path: Path) ->
     # null config keys take the checkpoint's choice, set ones override it
     assert sampler_settings({"steps": None, "churn": None, "rho": None, "sigma_max": None}, dl.sampler_defaults) \
         == dl.sampler_defaults
-    assert sampler_settings({"steps": 9, "sigma_max": 5.0}, dl.sampler_defaults)["steps"] == 9
+    assert sampler_settings({"steps": 9, "churn": None, "rho": None, "sigma_max": 5.0}, dl.sampler_defaults)["steps"] == 9
     # offset mode: the members' mean sits near bicubic + prior, not near bicubic alone
     c_test = march["coarse"].isel(time=np.flatnonzero(march["test"])[:6])
     out = dl.sample(c_test, samples=[1, 2, 3, 4], seed=0, **dl.sampler_defaults, stream="test")

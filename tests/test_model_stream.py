@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from aid.config import fill_defaults
 from aid.grids import fine_grid
 from aid.io import write_netcdf
 from aid.model.data import validation_split
@@ -23,15 +24,16 @@ from aid.regrid import coarsen, normalise_coords, upsample
 
 
 def _cfg(prior: dict | None = None) -> dict:
-    return {
+    return fill_defaults({
         "search": {"variables": ["tas"]},
         "domain": {"id": "T", "lat": [50.0, 57.75], "lon": [-10.0, -2.25]},
         "grid": {"coarse_resolution": 2.0, "fine_resolution": 0.25},
         "regrid": {"method": "conservative", "backend": "xarray-regrid"},
         "model": {"size": "tiny", "upsample": "bicubic", "pr_transform": "log1p", "lat_weighting": True,
                   "prior": prior,
-                  "train": {"years": [2019, 2019], "steps": 10, "batch_size": 8, "seed": 0, "use_doy": False}},
-    }
+                  "train": {"years": [2019, 2019], "steps": 10, "batch_size": 8, "seed": 0, "use_doy": False,
+                            "warmup_steps": 0, "sigma_relative": False}},
+    })
 
 
 @pytest.fixture(scope="module")

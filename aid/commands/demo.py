@@ -13,7 +13,7 @@ def _run(args: argparse.Namespace) -> int:
     from aid.demo import write_demo_archive
 
     cfg = load_config(args.config)
-    era5 = args.era5_dir or cfg.get("demo_archive", {}).get("era5_dir", "../shared/data/era5")
+    era5 = args.era5_dir or cfg["demo_archive"]["era5_dir"]
     out_root = Path(args.out_root or Path(cfg["output_dir"]) / "demo-archive")
     manifest = args.manifest or out_root / "manifest.json"
     path = write_demo_archive(cfg, era5, out_root, manifest)

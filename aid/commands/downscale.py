@@ -43,7 +43,7 @@ def _run_downscale(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     args.source = args.source or cfg["search"]["sources"][0]
-    checkpoint = args.checkpoint or cfg["model"].get("checkpoint") or f"{cfg['output_dir']}/model/checkpoint.pt"
+    checkpoint = args.checkpoint or cfg["model"]["checkpoint"] or f"{cfg['output_dir']}/model/checkpoint.pt"
     downscale_year(cfg, args.coarse or _coarse_default(cfg, args), checkpoint, args.source, args.experiment,
                    args.member, args.year, _outputs(cfg, args, baseline=False), threads=args.threads)
     return 0

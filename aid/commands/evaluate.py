@@ -14,10 +14,10 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     variables = cfg["search"]["variables"]
-    ref = cfg["reference"].get("name", "ERA5")
+    ref = cfg["reference"]["name"]
     years = naming.experiment_years(cfg, naming.EVALUATION_EXPERIMENT)
     down, base = [], []
-    if cfg["downscale"].get("evaluation_run", True):
+    if cfg["downscale"]["evaluation_run"]:
         for y in years:
             down += map(str, naming.deliverable_paths(cfg, ref, naming.EVALUATION_EXPERIMENT, naming.EVALUATION_MEMBER, y).values())
             base += map(str, naming.deliverable_paths(cfg, ref, naming.EVALUATION_EXPERIMENT, naming.EVALUATION_MEMBER, y,

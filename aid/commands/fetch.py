@@ -10,7 +10,7 @@ from typing import Any
 def _catalog(cfg: dict[str, Any], given: str | None) -> str:
     from aid.config import output_path
 
-    return given or cfg["catalog"].get("path") or str(output_path(cfg, "catalog", "catalog.json"))
+    return given or cfg["catalog"]["path"] or str(output_path(cfg, "catalog", "catalog.json"))
 
 
 def _fetch(args: argparse.Namespace) -> int:

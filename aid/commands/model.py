@@ -22,7 +22,7 @@ def _run_train(args: argparse.Namespace) -> int:
     variables = cfg["search"]["variables"]
     fine = args.fine or [str(output_path(cfg, "reference", "fine", f"{v}.nc")) for v in variables]
     coarse = args.coarse or [str(output_path(cfg, "reference", "coarse", f"{v}.nc")) for v in variables]
-    static = args.static or cfg["reference"].get("static")
+    static = args.static or cfg["reference"]["static"]
     out = args.out or str(output_path(cfg, "model", "checkpoint.pt"))
     limit = args.time_limit_minutes * 60 if args.time_limit_minutes else None
     if args.gpus > 1:

@@ -292,10 +292,10 @@ def evaluate(
     figures_dir: str | os.PathLike[str],
 ) -> dict[str, Any]:
     """Compute all scores, write tables/figures/metrics JSON; return the headline dict."""
-    ev = config.get("evaluation", {})
-    period = [int(y) for y in ev.get("period", config["indices"]["base_period"])]
-    seasons = list(ev.get("seasons", list(SEASON_MONTHS)))
-    base_period = [int(y) for y in config.get("indices", {}).get("base_period", period)]
+    ev = config["evaluation"]
+    period = [int(y) for y in ev["period"]]
+    seasons = list(ev["seasons"])
+    base_period = [int(y) for y in config["indices"]["base_period"]]
     tables, figures = Path(tables_dir), Path(figures_dir)
     tables.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
@@ -309,7 +309,7 @@ def evaluate(
     tail_rows: list[dict[str, Any]] = []
     rank_rows: list[dict[str, Any]] = []
     prop_rows: list[dict[str, Any]] = []
-    prop_vars = set(ev.get("properties", []))
+    prop_vars = set(ev["properties"])
     headline: dict[str, Any] = {"period": period, "variables": {}}
     for var in [v for v in UNITS if v in ref_ds]:
         units = UNITS[var]
@@ -440,7 +440,7 @@ def evaluate(
 
     n_samples = max((e.sizes["sample"] for e in ens_all.values()), default=0)
     headline.update(n_samples=n_samples, seasons=seasons,
-                    provenance=provenance_attrs("evaluate", reference=config.get("reference", {}).get("name", "ERA5")))
+                    provenance=provenance_attrs("evaluate", reference=config["reference"]["name"]))
     write_text(json.dumps(_clean(headline), indent=2, allow_nan=False) + "\n", metrics_out)
     log.info("wrote %s", metrics_out)
     return headline

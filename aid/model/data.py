@@ -258,7 +258,7 @@ def open_archive(
 
     _bounded_process_memory()
     variables = list(cfg["search"]["variables"])
-    y0, y1 = cfg["model"]["train"].get("years", [None, None])
+    y0, y1 = cfg["model"]["train"]["years"]
     fine = _open_vars(fine_paths, variables, "reference fine")
     coarse = _open_vars(coarse_paths, variables, "reference coarse")
     if y0 is not None:
@@ -279,7 +279,7 @@ def open_archive(
     except KeyError as exc:
         raise DataError(f"reference fine files {[str(p) for p in fine_paths]} do not cover the domain grid ({exc}).",
                         "regenerate the reference with the current domain.") from exc
-    method = cfg["model"].get("upsample", "bicubic")
+    method = cfg["model"]["upsample"]
     wy, wx = upsample_operator(coarse.lat.values, coarse.lon.values, lat, lon, method)
     log.info("training archive: %d time steps, %d channels, %d x %d fine cells (upsample %s), read lazily",
              fine.sizes["time"], len(variables), len(lat), len(lon), method)

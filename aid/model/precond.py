@@ -17,10 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Log-normal training noise distribution ln(sigma) ~ N(P_MEAN, P_STD^2) (EDM defaults).
-P_MEAN = -1.2
-P_STD = 1.2
-#: The sigma_data EDM's P_MEAN, sigma_max and loss weighting were chosen for (images in [-1, 1]);
+#: The sigma_data EDM's training noise distribution, sigma_max and loss weighting were chosen for (images in [-1, 1]);
 #: ``model.train.sigma_relative`` scales each residual channel to it (aid.model.train.prepare).
 EDM_SIGMA_DATA = 0.5
 
@@ -67,8 +64,8 @@ class EDMDenoiser(nn.Module):
 
 
 def sample_sigma(n: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu",
-                 p_mean: float = P_MEAN, p_std: float = P_STD) -> torch.Tensor:
-    """Training noise levels: ln(sigma) ~ N(p_mean, p_std^2) (EDM defaults P_MEAN, P_STD)."""
+                 *, p_mean: float, p_std: float) -> torch.Tensor:
+    """Training noise levels: ln(sigma) ~ N(p_mean, p_std^2) (``model.train.p_mean``/``p_std``)."""
     z = torch.randn(n, generator=generator)
     return (p_mean + p_std * z).exp().to(device)
 

@@ -185,10 +185,10 @@ def prepare_training(
     """
     mcfg = cfg["model"]
     tcfg = mcfg["train"]
-    pr_transform = str(mcfg.get("pr_transform", "log1p"))
+    pr_transform = str(mcfg["pr_transform"])
     archive = open_archive(cfg, fine_paths, coarse_paths)
-    vf = float(tcfg.get("val_fraction", 0.1) if val_fraction is None else val_fraction)
-    tr, va = validation_split(archive.times, vf, float(tcfg.get("val_block_days", 7)))
+    vf = float(tcfg["val_fraction"] if val_fraction is None else val_fraction)
+    tr, va = validation_split(archive.times, vf, float(tcfg["val_block_days"]))
     ratio = int(round(float(cfg["grid"]["coarse_resolution"]) / float(cfg["grid"]["fine_resolution"])))
     orography, lsm = static_fields(static_path, archive.lat, archive.lon)
     tfeat = time_features(archive.times)
@@ -204,7 +204,7 @@ def prepare_training(
             raise ConfigError("model.prior is set, but the domain spans 360 degrees of longitude: the per-pixel "
                               "prior clamps its stencil at the domain edge and has no periodic form.",
                               "set model.prior: null for global domains.")
-        use_doy = bool(tcfg.get("use_doy", True))
+        use_doy = bool(tcfg["use_doy"])
         h, w = archive.shape
 
         def reader(rows: slice, halo: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -216,7 +216,7 @@ def prepare_training(
                        y[:, :, rows.start - r0 : rows.stop - r0].astype(np.float32), tfeat[run])
 
         prep.prior, prep.cross = residual_prior.fit_stream(reader, len(tr), (h, w), c, ratio, int(pset["half_width"]),
-                                                           use_doy, str(pset.get("mode", "condition")))
+                                                           use_doy, str(pset["mode"]))
         if prep.prior.mode == "offset":
             assert prep.cross.rms is not None
             sigma = prep.cross.rms
@@ -226,7 +226,7 @@ def prepare_training(
              max(2, int(round(1.0 / vf))) if vf > 0 else 0,
              ", ".join(f"{v}={s:.3f}" for v, s in zip(archive.variables, sigma_data)))
     prep.res_scale = np.ones_like(sigma_data)
-    if bool(tcfg.get("sigma_relative", False)):
+    if bool(tcfg["sigma_relative"]):
         prep.res_scale = sigma_data / EDM_SIGMA_DATA
         sigma_data = np.full_like(sigma_data, EDM_SIGMA_DATA)
         log.info("residual channels scaled to sigma_data %.1f (sigma_relative)", EDM_SIGMA_DATA)

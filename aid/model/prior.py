@@ -39,11 +39,11 @@ ROW_CHUNK = 4
 
 
 def settings(mcfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``model.prior`` with defaults filled in, or None when the prior is off (absent or null)."""
-    p = mcfg.get("prior")
+    """``model.prior`` as typed values, or None when the prior is off (null)."""
+    p = mcfg["prior"]
     if not p:
         return None
-    return {"half_width": int(p.get("half_width", 1)), "mode": str(p.get("mode", "condition"))}
+    return {"half_width": int(p["half_width"]), "mode": str(p["mode"])}
 
 
 def calendar_terms(tfeat: np.ndarray, use_doy: bool) -> np.ndarray:

@@ -31,7 +31,7 @@ from aid.errors import CheckpointError, ConfigError
 from aid.model.checkpoint import load_checkpoint, save_checkpoint
 from aid.model.data import Unit, WindowStream, step_loader, tile_starts_cover
 from aid.model.prepare import Prepared, prepare_training
-from aid.model.precond import P_MEAN, P_STD, EDMDenoiser, edm_loss, loss_weight, sample_sigma
+from aid.model.precond import EDMDenoiser, edm_loss, loss_weight, sample_sigma
 from aid.model.unet import SIZES, build_unet, count_params
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,11 @@ def train_from_config(
 
 def _lr_at(step: int, progress: float, tcfg: Mapping[str, Any]) -> float:
     """Linear warm-up, then cosine (to 2 % of the peak) or constant."""
-    lr = float(tcfg.get("lr", 4e-4))
-    warm = int(tcfg.get("warmup_steps", 0))
+    lr = float(tcfg["lr"])
+    warm = int(tcfg["warmup_steps"])
     if step < warm:
         return lr * (step + 1) / warm
-    if tcfg.get("lr_schedule", "cosine") == "constant":
+    if tcfg["lr_schedule"] == "constant":
         return lr
     return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -98,8 +98,8 @@ def _content(prep: Prepared, cfg: Mapping[str, Any], size: str, kwargs: Mapping[
         "sigma_min": float(SIGMA_MIN),
         "sigma_max": float(sigma_max),
         "pr_transform": prep.pr_transform,
-        "upsample": str(cfg["model"].get("upsample", "bicubic")),
-        "lat_weighting": bool(cfg["model"].get("lat_weighting", True)),
+        "upsample": str(cfg["model"]["upsample"]),
+        "lat_weighting": bool(cfg["model"]["lat_weighting"]),
         "fine_lat": torch.tensor(prep.lat, dtype=torch.float64),
         "fine_lon": torch.tensor(prep.lon, dtype=torch.float64),
         "static": torch.tensor(prep.static),
@@ -126,7 +126,7 @@ def training_domain(prep: Prepared, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The region (cell centres) and period the checkpoint was trained on."""
     t = prep.archive.times
     return {"lat": [float(prep.lat[0]), float(prep.lat[-1])], "lon": [float(prep.lon[0]), float(prep.lon[-1])],
-            "domain_id": str(cfg.get("domain", {}).get("id", "")),
+            "domain_id": str(cfg["domain"]["id"]),
             "period": [str(np.datetime_as_string(t[0], "D")) if np.issubdtype(np.asarray(t).dtype, np.datetime64)
                        else str(t[0]), str(np.datetime_as_string(t[-1], "D"))
                        if np.issubdtype(np.asarray(t).dtype, np.datetime64) else str(t[-1])]}
@@ -283,19 +283,19 @@ def train_model(
     out = Path(checkpoint_out)
     last = out.with_name(out.name + ".last")
     mcfg, tcfg = cfg["model"], cfg["model"]["train"]
-    size = mcfg.get("size", "default")
+    size = mcfg["size"]
     if size not in SIZES:
         raise ConfigError(f"config model.size {size!r} is unknown.", f"use one of {', '.join(SIZES)}.")
     torch.set_num_threads(max(1, int(threads)))
     rank, world, device = _setup_distributed()
-    seed = int(tcfg.get("seed", 0))
+    seed = int(tcfg["seed"])
     torch.manual_seed(seed + rank)
-    steps = int(tcfg.get("steps", 1500))
-    batch = int(tcfg.get("batch_size", 16))
+    steps = int(tcfg["steps"])
+    batch = int(tcfg["batch_size"])
     c = len(prep.variables)
 
     dropout = tcfg.get("dropout")
-    use_doy = bool(tcfg.get("use_doy", True))
+    use_doy = bool(tcfg["use_doy"])
     n_cond = prep.n_cond + prep.static.shape[0]
     net, kwargs = build_unet(size, c, n_cond, dropout, use_doy)
     patch = int(kwargs["patch"])
@@ -308,8 +308,8 @@ def train_model(
     ema.load_state_dict(den.state_dict())
     ema.requires_grad_(False)
     ema.eval()  # never trained; validation must see it as inference does (no dropout)
-    opt = torch.optim.AdamW(den.parameters(), lr=float(tcfg.get("lr", 4e-4)), betas=(0.9, 0.99),
-                            weight_decay=float(tcfg.get("weight_decay", 1e-4)))
+    opt = torch.optim.AdamW(den.parameters(), lr=float(tcfg["lr"]), betas=(0.9, 0.99),
+                            weight_decay=float(tcfg["weight_decay"]))
 
     start, elapsed0, history = 0, 0.0, []
     best: dict[str, Any] | None = None
@@ -357,16 +357,16 @@ def train_model(
     h, w = prep.archive.shape
     # Training crops (augmentation: random translations of the window with the matching static
     # fields; no flips, which would break the orography/coast alignment of the residual).
-    crop = int(tcfg.get("crop", 0)) or patch
+    crop = int(tcfg["crop"]) or patch
     ph, pw = min(h, crop), min(w, crop)
-    stream = training_stream(prep, (ph, pw), batch, seed, rank, world, float(tcfg.get("cache_mb", 1024)))
-    cond_noise = float(tcfg.get("cond_noise", 0.0))
-    p_mean = float(tcfg.get("p_mean", P_MEAN))
-    p_std = float(tcfg.get("p_std", P_STD))
+    stream = training_stream(prep, (ph, pw), batch, seed, rank, world, float(tcfg["cache_mb"]))
+    cond_noise = float(tcfg["cond_noise"])
+    p_mean = float(tcfg["p_mean"])
+    p_std = float(tcfg["p_std"])
     latw = torch.from_numpy(np.cos(np.deg2rad(prep.lat)).astype(np.float32))
-    use_latw = bool(mcfg.get("lat_weighting", True))
-    ema_decay = float(tcfg.get("ema_decay", 0.999))
-    clip = float(tcfg.get("grad_clip", 1.0))
+    use_latw = bool(mcfg["lat_weighting"])
+    ema_decay = float(tcfg["ema_decay"])
+    clip = float(tcfg["grad_clip"])
     gen = torch.Generator()
     rr, cc_ = torch.arange(ph), torch.arange(pw)
 
@@ -425,7 +425,7 @@ def train_model(
     stopped_early = False
     first_step_s: float | None = None
     step_s = 0.0  # time in training steps (batch, forward, backward, update), without validation/saving
-    batches = iter(step_loader(stream, start, steps, int(tcfg.get("workers", 0))))
+    batches = iter(step_loader(stream, start, steps, int(tcfg["workers"])))
     den.train()
     for step in bar:
         ts = time.monotonic()
@@ -496,7 +496,7 @@ def train_model(
                  if best else "")
         content = _content(prep, cfg, size, kwargs, net, ema.net, opt, final_step,
                            elapsed0 + time.monotonic() - t0, sigma_max, history, best, static_path)
-        if n_val and bool(mcfg.get("tune_sampler", True)):
+        if n_val and bool(mcfg["tune_sampler"]):
             content["sampler"] = _tune(content, val, out)
         save_checkpoint(content, out)
         with contextlib.suppress(FileNotFoundError):

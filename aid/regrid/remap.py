@@ -250,7 +250,7 @@ def coarsen(fine: xr.Dataset, cfg: Mapping[str, Any]) -> xr.Dataset:
     """
     from aid.grids import coarse_grid
 
-    backend = cfg.get("regrid", {}).get("backend", "xarray-regrid")
+    backend = cfg["regrid"]["backend"]
     return regrid(fine, coarse_grid(cfg), "conservative", backend)
 
 
@@ -265,9 +265,9 @@ def regrid_file(in_path: str | os.PathLike[str], config: Mapping[str, Any], out_
     from aid.io import open_dataset, write_netcdf
     from aid.provenance import append_history, provenance_attrs, relpath_or_name
 
-    rcfg = config.get("regrid", {})
-    method = rcfg.get("method", "conservative")
-    backend = rcfg.get("backend", "xarray-regrid")
+    rcfg = config["regrid"]
+    method = rcfg["method"]
+    backend = rcfg["backend"]
     ds = open_dataset(in_path)
     time_encoding = dict(ds["time"].encoding) if "time" in ds.variables else {}
     target = coarse_grid(config)

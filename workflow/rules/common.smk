@@ -9,12 +9,12 @@ VARS = list(config["search"]["variables"])
 SOURCES = list(config["search"]["sources"])
 EXPERIMENTS = list(config["search"]["experiments"])
 MEMBERS = list(config["search"]["members"])
-REF = config["reference"].get("name", "ERA5")
+REF = config["reference"]["name"]
 EVAL_EXP = naming.EVALUATION_EXPERIMENT
 EVAL_MEMBER = naming.EVALUATION_MEMBER
 HIST = "historical"
 NSAMPLES = int(config["downscale"]["n_samples"])
-DEMO = bool(config.get("demo_archive", {}).get("enabled", False))
+DEMO = bool(config["demo_archive"]["enabled"])
 
 
 wildcard_constraints:
@@ -61,14 +61,14 @@ def scaled_runtime(rule):
 
 def catalog_path():
     """The intake-esm catalog: the user's (config catalog.path) or the one the workflow builds."""
-    if config["catalog"].get("path"):
+    if config["catalog"]["path"]:
         return config["catalog"]["path"]
     return f"{OUT}/catalog/catalog.json"
 
 
 def checkpoint_path():
     """An existing checkpoint from config (then `train` does not run) or the trained one."""
-    return config["model"].get("checkpoint") or f"{OUT}/model/checkpoint.pt"
+    return config["model"]["checkpoint"] or f"{OUT}/model/checkpoint.pt"
 
 
 def reference_inputs(wildcards=None):
@@ -153,7 +153,7 @@ def evaluation_inputs():
         "coarse": expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS),
         "reference_indices": f"{OUT}/indices/reference.nc",
     }
-    if config["downscale"].get("evaluation_run", True):
+    if config["downscale"]["evaluation_run"]:
         ins["downscaled"] = [p for y in ys for p in deliverables(REF, EVAL_EXP, EVAL_MEMBER, y)]
         ins["baseline"] = [p for y in ys for p in deliverables(REF, EVAL_EXP, EVAL_MEMBER, y, baseline=True)]
         ins["checks"] = [f"{OUT}/checks/{REF}/{EVAL_EXP}/{EVAL_MEMBER}/{y}.json" for y in ys]

@@ -33,7 +33,7 @@ def delivery_inputs(wildcards=None):
         "checks": [f"{OUT}/checks/{j['source']}/{j['experiment']}/{j['member']}/{j['year']}.json" for j in jobs],
         "coarse_reference": [],
     }
-    if config["downscale"].get("evaluation_run", True):
+    if config["downscale"]["evaluation_run"]:
         ins["coarse_reference"] = expand(f"{OUT}/reference/coarse/{{variable}}.nc", variable=VARS)
     return ins
 
@@ -75,7 +75,7 @@ def landing_inputs(wildcards=None):
         "sha256sums": f"{OUT}/SHA256SUMS",
         "downscaled": [],
     }
-    if config["downscale"].get("evaluation_run", True):
+    if config["downscale"]["evaluation_run"]:
         ins["downscaled"] = [p for y in years(EVAL_EXP) for p in deliverables(REF, EVAL_EXP, EVAL_MEMBER, y)]
     return ins
 

@@ -21,7 +21,7 @@ if DEMO:
             "../scripts/demo_archive.py"
 
 
-if not config["catalog"].get("path"):
+if not config["catalog"]["path"]:
 
     rule catalog:
         """intake-esm ESM collection (JSON + CSV) of a CMIP6 DRS tree."""

@@ -1,7 +1,7 @@
 # Stage 3a: train the residual diffusion model (unless model.checkpoint points at one).
 
 
-if not config["model"].get("checkpoint"):
+if not config["model"]["checkpoint"]:
 
     rule train:
         """EDM residual diffusion model trained on ERA5 (fine, coarsened) pairs."""
