@@ -21,7 +21,8 @@ the method per variable (config ``adjust.methods``) and takes care of what xsdba
   window moves a seasonal mean by up to 3.2 raw inter-annual standard deviations with 10-year
   steps and 0.4 with 1-year steps. What is given up: a period assembled from many windows
   (2071-2100 from thirty) is ranked in slightly different climates, so where the correction
-  depends steeply on the quantile its own quantile change is close to, not exactly, the raw one;
+  depends steeply on the quantile its own quantile change can differ from the raw one by a third
+  (bench/adjust_canesm2.py);
 - physical consistency by construction: under ``adjust.temperatures: range`` tasmax, the diurnal
   range ``dtr = tasmax - tasmin`` (multiplicative, stays >= 0) and the logit of tas's position in
   the range are adjusted, and tasmin and tas are derived from them (:func:`to_range_space`), so

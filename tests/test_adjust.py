@@ -63,8 +63,8 @@ def test_qdm_preserves_the_climate_change_signal(canesm):
     """The mean change of the delivered 1950-2100 series (every year adjusted from its own centred
     window). QDM's per-quantile promise holds per window and is checked window by window in
     tests/test_adjust_windows.py: a 30-year period assembled from thirty windows is ranked in thirty
-    slightly different climates, so its own per-month quantile change is close to, not exactly, the
-    raw one where the correction depends steeply on the quantile."""
+    slightly different climates, so its own per-month quantile change departs from the raw one where
+    the correction depends steeply on the quantile (bench/adjust_canesm2.py measures by how much)."""
     s, _, a, _ = canesm["tasmax"]
     fut = lambda d: d.sel(time=slice("2071", "2100"))  # noqa: E731
     d_raw = fut(s).mean("time") - _hist(s).mean("time")
