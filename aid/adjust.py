@@ -10,8 +10,27 @@ the method per variable (config ``adjust.methods``) and takes care of what xsdba
   *own* model calendar, so the output keeps the model calendar without a lossy round trip;
 - training once per (source, member) and reusing the factors for every scenario: the trained
   xsdba datasets of all variables go into one NetCDF (names prefixed ``<var>__``);
-- physical consistency after adjustment: ``tasmin <= tas <= tasmax`` and ``pr >= 0`` are enforced
-  explicitly and the number of fixed values is stored in the attributes;
+- long runs: QDM ranks each value within the series it is given. Each block of
+  ``adjust.step_years`` (1) is adjusted from the ``adjust.window_years`` (30) centred on it and only
+  the block is kept (:func:`moving_windows`; the scheme of xsdba's ``stack_periods`` /
+  ``unstack_periods`` and of GDPCIR, which adjusts year by year from 21-year windows). A year's
+  values are then exactly those of adjusting its window alone, so QDM's promise (each quantile of
+  the window changes like the raw model's) holds window by window, and that is how it is tested:
+  the change of a target year's own window. Consecutive 30-year blocks keep the promise too but
+  jump at every block edge; measured on CanESM2 vs NRCan (tasmax, Kugluktuk), switching to the next
+  window moves a seasonal mean by up to 3.2 raw inter-annual standard deviations with 10-year
+  steps and 0.4 with 1-year steps. What is given up: a period assembled from many windows
+  (2071-2100 from thirty) is ranked in slightly different climates, so where the correction
+  depends steeply on the quantile its own quantile change can differ from the raw one by a third
+  (bench/adjust_canesm2.py);
+- physical consistency by construction: under ``adjust.temperatures: range`` tasmax, the diurnal
+  range ``dtr = tasmax - tasmin`` (multiplicative, stays >= 0) and the logit of tas's position in
+  the range are adjusted, and tasmin and tas are derived from them (:func:`to_range_space`), so
+  ``tasmin <= tas <= tasmax`` needs no repair (Agbazo & Grenier 2020; xclim's ``tasmin_from_dtr``).
+  :func:`enforce_consistency` still runs as a check and records its (then zero) fix counts; with
+  ``temperatures: independent`` it is the repair of the old path;
+- MBCn (``adjust.multivariate``) only groups by a day-of-year window: ``adjust.group: time.month``
+  is refused rather than silently replaced by one yearly group;
 - clear errors (DataError/ConfigError naming the file and the fix) for inputs that would make the
   adjustment meaningless: no overlap in time, different grids, negative precipitation, cells
   that are NaN throughout, variables without a configured method.
@@ -36,15 +55,22 @@ log = logging.getLogger(__name__)
 #: xsdba class names per configured method.
 METHOD_CLASSES = {"QDM": "QuantileDeltaMapping", "DQM": "DetrendedQuantileMapping", "EQM": "EmpiricalQuantileMapping"}
 _XSDBA_ATTR = "_xsdba_adjustment"
+#: Derived variables adjusted instead of tasmin and tas under ``adjust.temperatures: range``.
+RANGE_VARS = ("dtr", "tas_position")
+#: tas's position in [tasmin, tasmax] is clipped to [EPS, 1 - EPS] before the logit: a tas equal
+#: to a bound (or a day without range) has no finite logit. 0.001 of the range is far below any
+#: measurable difference (0.01 K on a 10 K range).
+POSITION_EPS = 1e-3
 _SEP = "__"
 #: Seed of the jitter noise (xsdba draws it from numpy's global generator): reproducible outputs.
 JITTER_SEED = 20240101
-#: Length of the blocks a long simulation is adjusted in (years).
-PERIOD_YEARS = 30
 
 
 def method_of(config: Mapping[str, Any], variable: str) -> dict[str, Any]:
-    """The configured ``adjust.methods[variable]`` or a ConfigError naming the key."""
+    """The configured ``adjust.methods[variable]`` (``adjust.range_methods`` for the derived
+    ``dtr`` / ``tas_position``) or a ConfigError naming the key."""
+    if variable in RANGE_VARS:
+        return dict(config["adjust"]["range_methods"][variable])
     methods = config.get("adjust", {}).get("methods", {})
     if variable not in methods:
         raise ConfigError(
@@ -208,25 +234,139 @@ def apply_options(config: Mapping[str, Any]) -> dict[str, str]:
     return {"interp": str(acfg["interp"]), "extrapolation": str(acfg["extrapolation"])}
 
 
+def moving_windows(years: Sequence[int], anchor: int, step: int, window: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """``[((target_first, target_last), (window_first, window_last)), ...]`` covering ``years``.
+
+    Targets are consecutive blocks of ``step`` years aligned on ``anchor`` (the first reference
+    year); each is adjusted from the ``window`` years centred on it, shifted to stay inside the
+    simulation at its two ends (so every window holds ``window`` years when the run is that long,
+    and a short run is one window). Why centred and moving: the values of a target block are ranked
+    against a climate of the same epoch, and neighbouring blocks share ``window - step`` years of
+    it, so the correction changes smoothly from block to block instead of jumping at block edges.
+    """
+    ys = sorted({int(y) for y in years})
+    first, last = ys[0], ys[-1]
+    out = []
+    b0 = anchor + ((first - anchor) // step) * step
+    for t0 in range(b0, last + 1, step):
+        t1 = t0 + step - 1
+        if not any(t0 <= y <= t1 for y in ys):
+            continue
+        w0 = t0 - (window - step) // 2
+        w1 = w0 + window - 1
+        if w1 > last:
+            w0, w1 = w0 - (w1 - last), last
+        if w0 < first:
+            w0, w1 = first, min(last, first + window - 1)
+        out.append(((max(t0, first), min(t1, last)), (w0, w1)))
+    return out
+
+
+#: Windows adjusted together in one xsdba call (stacked along a ``period`` dimension): one call per
+#: year is slow (xsdba's fixed cost per call), all at once holds window_years x the run in memory.
+WINDOWS_PER_CALL = 16
+
+
+def by_windows(sim: xr.DataArray, adjust: Any, config: Mapping[str, Any]) -> xr.DataArray:
+    """``adjust`` (a function of one window of ``sim``) applied per moving window, each target
+    block kept (``adjust.step_years`` / ``adjust.window_years``, :func:`moving_windows`).
+
+    In calendars whose years all have the same length (noleap, 360_day, all_leap) the windows are
+    stacked along a ``period`` dimension on the first window's time axis and adjusted
+    :data:`WINDOWS_PER_CALL` at a time: each window is still ranked on its own (xsdba treats extra
+    dimensions independently), so the values are those of adjusting each window alone.
+    """
+    acfg = config["adjust"]
+    years = sim["time"].dt.year
+    wins = moving_windows(np.unique(years.values), int(acfg["reference_period"][0]),
+                          int(acfg["step_years"]), int(acfg["window_years"]))
+    lengths = {int(n) for n in years.groupby(years).count().values}
+    lengths_ok = len(lengths) == 1 and len({w1 - w0 for _, (w0, w1) in wins}) == 1
+    parts = []
+    if len(wins) > 1 and lengths_ok and calendar_of(sim) in ("noleap", "365_day", "360_day", "all_leap", "366_day"):
+        (n_day,) = lengths
+        first = int(years.values[0])
+        span = (wins[0][1][1] - wins[0][1][0] + 1) * n_day
+        axis = sim["time"].isel(time=slice((wins[0][1][0] - first) * n_day, (wins[0][1][0] - first) * n_day + span))
+        for i in range(0, len(wins), WINDOWS_PER_CALL):
+            chunk = wins[i:i + WINDOWS_PER_CALL]
+            stack = xr.concat([sim.isel(time=slice((w0 - first) * n_day, (w0 - first) * n_day + span)).assign_coords(time=axis.values)
+                               for _, (w0, _w1) in chunk], dim="period")
+            adj = adjust(stack)
+            for k, ((t0, t1), (w0, _w1)) in enumerate(chunk):
+                lo = (t0 - w0) * n_day
+                part = adj.isel(period=k, time=slice(lo, lo + (t1 - t0 + 1) * n_day)).drop_vars("period", errors="ignore")
+                parts.append(part.assign_coords(time=sim["time"].isel(time=slice((t0 - first) * n_day, (t1 - first + 1) * n_day)).values))
+    else:
+        for (t0, t1), (w0, w1) in wins:
+            adj = adjust(sim.isel(time=((years >= w0) & (years <= w1)).values))
+            wy = adj["time"].dt.year
+            parts.append(adj.isel(time=((wy >= t0) & (wy <= t1)).values))
+    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time")
+    return out.transpose(*[d for d in sim.dims if d in out.dims], *[d for d in out.dims if d not in sim.dims])
+
+
 def adjust_variable(trained: Any, sim: xr.DataArray, variable: str, config: Mapping[str, Any]) -> xr.DataArray:
-    """Apply trained factors to ``sim`` in its own calendar; dry-day jitter undone, pr >= 0."""
+    """Apply trained factors to ``sim`` in its own calendar; dry-day jitter undone, pr >= 0.
+
+    QDM ranks each value within the series it is given, so a 150-year series would rank the
+    historical days against a warmer future. Each block of ``adjust.step_years`` is adjusted from the
+    ``adjust.window_years`` window centred on it (:func:`moving_windows`) and only the block is kept:
+    its values are exactly those of adjusting that window alone, so QDM's promise (each quantile of
+    the window changes like the raw model's) holds per window, and the correction has no seam.
+    """
     m = method_of(config, variable)
     sim_j = _jitter(sim.load(), variable, config)
-    # QDM ranks each value within the series it is given: a 150-year series would rank the
-    # historical days against a warmer future. Adjust in consecutive blocks of at most
-    # PERIOD_YEARS years (the length of the training period), as is usual for projections.
-    years = sim_j["time"].dt.year.values
-    y0 = int(config.get("adjust", {}).get("reference_period", [int(years.min())])[0])  # blocks aligned on it
-    blocks = (years - y0) // PERIOD_YEARS
     opts = apply_options(config)
-    parts = [trained.adjust(sim_j.isel(time=blocks == b), **opts) for b in np.unique(blocks)]
-    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time")
+    out = by_windows(sim_j, lambda win: trained.adjust(win, **opts), config)
     out = out.rename(variable)
     out.attrs = dict(sim.attrs)
     if variable == "pr":
         thresh = float(m.get("jitter_under", 0.0))
         out = out.where(out >= thresh, 0.0).where(sim.notnull())
     return out.transpose(*sim.dims)
+
+
+# ----------------------------------------------------------------------------- temperature order
+def uses_range(config: Mapping[str, Any], variables: Sequence[str]) -> bool:
+    """``adjust.temperatures: range`` and both tasmax and tasmin among ``variables``."""
+    return config["adjust"]["temperatures"] == "range" and {"tasmax", "tasmin"} <= set(variables)
+
+
+def to_range_space(fields: Mapping[str, xr.DataArray]) -> tuple[dict[str, xr.DataArray], int]:
+    """(tasmax, tasmin[, tas]) -> (tasmax, dtr[, tas_position]); other variables pass through.
+
+    Returns the fields and the number of input days with tasmin > tasmax (their range is set to 0:
+    an inverted input has no range to scale).
+    """
+    out = {k: v for k, v in fields.items() if k not in ("tasmin", "tas")}
+    tx, tn = fields["tasmax"], fields["tasmin"]
+    raw = tx - tn
+    inverted = int((raw < 0).sum())
+    dtr = raw.clip(min=0).rename("dtr").assign_attrs(units=tx.attrs.get("units", "K"), long_name="diurnal temperature range")
+    out["dtr"] = dtr
+    if "tas" in fields:
+        pos = ((fields["tas"] - tn) / dtr.where(dtr > 0)).fillna(0.5).clip(POSITION_EPS, 1 - POSITION_EPS)
+        out["tas_position"] = np.log(pos / (1 - pos)).where(tx.notnull() & tn.notnull() & fields["tas"].notnull()).rename(
+            "tas_position").assign_attrs(units="1", long_name="logit of (tas - tasmin) / (tasmax - tasmin)")
+    return out, inverted
+
+
+def from_range_space(adjusted: Mapping[str, xr.DataArray], attrs: Mapping[str, Mapping[str, Any]]) -> dict[str, xr.DataArray]:
+    """Inverse of :func:`to_range_space` on adjusted fields; ``attrs`` are the inputs' attributes.
+
+    Both bounds are computed from tasmax by subtracting non-negative amounts (dtr, and (1 - p) dtr
+    with 0 < p < 1), so the order tasmin <= tas <= tasmax survives floating-point rounding and
+    the cast to float32 (both monotonic).
+    """
+    out = {k: v for k, v in adjusted.items() if k not in RANGE_VARS}
+    tx = adjusted["tasmax"]
+    dtr = adjusted["dtr"].clip(min=0)
+    out["tasmin"] = (tx - dtr).rename("tasmin").assign_attrs(attrs["tasmin"])
+    if "tas_position" in adjusted:
+        pos = 1.0 / (1.0 + np.exp(-adjusted["tas_position"]))
+        out["tas"] = (tx - (1.0 - pos) * dtr).rename("tas").assign_attrs(attrs["tas"])
+    return out
 
 
 # ----------------------------------------------------------------------------- trained-file format
@@ -311,27 +451,46 @@ def train_adjustment_files(
     config: Mapping[str, Any],
     out_path: str | os.PathLike[str],
 ) -> Path:
-    """Rule ``train_adjustment``: train every variable of one (source, member), save the factors."""
+    """Rule ``train_adjustment``: train every variable of one (source, member), save the factors.
+
+    Under ``adjust.temperatures: range`` tasmin and tas are trained as dtr and tas_position
+    (:func:`to_range_space`) on both sides.
+    """
     refs: dict[str, xr.DataArray] = {}
     ref_where: dict[str, str] = {}
+    hists: dict[str, xr.DataArray] = {}
+    hist_where: dict[str, str] = {}
     pairs: dict[str, tuple[xr.DataArray, xr.DataArray]] = {}
     for p in ref_paths:
         v, da = _open_var(p)
         refs[v], ref_where[v] = da, str(p)
-    trained, meta = {}, {"variables": {}}
-    acfg = config.get("adjust", {})
     for p in hist_paths:
         var, hist = _open_var(p)
-        m = method_of(config, var)
+        method_of(config, var)
         if var not in refs:
             raise DataError(f"{p}: no reference file for variable '{var}' among {list(ref_where.values())}.",
                             f"add reference.files.{var} and re-run rule reference.")
-        r, h, info = prepare_pair(refs[var], hist, var, config, ref_where[var], str(p))
+        hists[var], hist_where[var] = hist, str(p)
+    trained, meta = {}, {"variables": {}}
+    acfg = config.get("adjust", {})
+    if acfg.get("multivariate") == "MBCn":
+        mbcn_group(config)  # refuse a grouping MBCn cannot honour before any training
+    if uses_range(config, hists):
+        hists, inverted_hist = to_range_space(hists)
+        refs, inverted_ref = to_range_space({v: refs[v] for v in refs if v in hist_where})
+        for v in RANGE_VARS:
+            hist_where[v] = " and ".join(hist_where[x] for x in ("tasmax", "tasmin", "tas") if x in hist_where)
+            ref_where[v] = " and ".join(ref_where[x] for x in ("tasmax", "tasmin", "tas") if x in ref_where)
+        meta["temperatures"] = "range"
+        meta["inverted_input_days"] = {"reference": inverted_ref, "model": inverted_hist}
+    for var, hist in hists.items():
+        m = method_of(config, var)
+        r, h, info = prepare_pair(refs[var], hist, var, config, ref_where[var], hist_where[var])
         log.info("training %s %s (%s) on %s days, %s", var, m["method"], m["kind"], h.sizes["time"], info)
         trained[var] = train_variable(r, h, var, config)
         pairs[var] = (r, h)
         meta["variables"][var] = {"method": m["method"], "kind": m["kind"], **info,
-                                  **({"jitter_under": f"{m['jitter_under']} mm d-1"} if "jitter_under" in m else {})}
+                                  **({"jitter_under": f"{m['jitter_under']} {h.attrs.get('units', '')}"} if "jitter_under" in m else {})}
     if acfg.get("multivariate") == "MBCn":
         meta["multivariate"] = "MBCn"
     meta.update({"group": group_label(config), "nquantiles": int(acfg.get("nquantiles", 20)),
@@ -376,6 +535,24 @@ def enforce_consistency(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, int]]:
     return ds, counts
 
 
+def mbcn_group(config: Mapping[str, Any]) -> Any:
+    """The day-of-year window Grouper MBCn runs with; ``adjust.group: time.month`` is refused.
+
+    xsdba's MBCn rotates the whole multivariate distribution of a group and accepts only the whole
+    year (``time``) or a day-of-year window: monthly groups would silently become one yearly group.
+    """
+    import xsdba
+
+    acfg = config["adjust"]
+    if acfg.get("group", "time.month") != "window":
+        raise ConfigError(
+            f"'adjust.group' is {acfg.get('group', 'time.month')}, which 'adjust.multivariate: MBCn' cannot honour "
+            "(xsdba's MBCn groups by the whole year or by a day-of-year window, not by month).",
+            "set adjust.group: window (with adjust.window, e.g. 31 days) for MBCn, or adjust.multivariate: null.",
+        )
+    return xsdba.Grouper("time.dayofyear", window=int(acfg["window"]))
+
+
 def _mbcn_adjust(trained: Mapping[str, Any], sims: Mapping[str, xr.DataArray], config: Mapping[str, Any]) -> dict[str, xr.DataArray]:
     """Multivariate MBCn (xsdba) on all variables together, trained on the stored training pairs."""
     import xsdba
@@ -397,12 +574,12 @@ def _mbcn_adjust(trained: Mapping[str, Any], sims: Mapping[str, xr.DataArray], c
     ref = xsdba.stack_variables(xr.Dataset(refs))
     hist = xsdba.stack_variables(xr.Dataset(hists))
     sim = xsdba.stack_variables(xr.Dataset(sim_c))
-    acfg = config.get("adjust", {})
-    group = xsdba.Grouper("time.dayofyear", window=int(acfg.get("window", 31))) if acfg.get("group") == "window" else "time"
+    acfg = config["adjust"]
+    group = mbcn_group(config)
     nq = int(acfg.get("nquantiles", 20))
     mb = xsdba.MBCn.train(ref, hist, base_kws={"nquantiles": nq, "group": group}, adj_kws=apply_options(config), n_iter=10)
-    scen = mb.adjust(sim, ref, hist, base=xsdba.QuantileDeltaMapping,
-                     base_kws_vars={v: {"kind": method_of(config, v)["kind"], "nquantiles": nq} for v in variables})
+    kws = {v: {"kind": method_of(config, v)["kind"], "nquantiles": nq} for v in variables}
+    scen = by_windows(sim, lambda win: mb.adjust(win, ref, hist, base=xsdba.QuantileDeltaMapping, base_kws_vars=kws), config)
     out = xsdba.unstack_variables(scen)
     res = {}
     for v in variables:
@@ -430,33 +607,56 @@ def adjust_files(
     for p in sim_paths:
         var, da = _open_var(p)
         method_of(config, var)
-        if var not in trained:
-            raise DataError(f"{trained_path}: no trained adjustment for variable '{var}' (has {', '.join(trained)}).",
-                            "re-run rule train_adjustment with this variable in search.variables.")
         if var == "pr":
             _check_values(da, var, str(p), [])
         sims[var] = da
+    ranged = uses_range(config, sims)
+    if ranged != (meta.get("temperatures") == "range"):
+        raise ConfigError(
+            f"{trained_path}: the factors were trained with adjust.temperatures "
+            f"{meta.get('temperatures', 'independent')}, the config asks for {config['adjust']['temperatures']}.",
+            "re-run rule train_adjustment (aid adjust train) with the current config.",
+        )
+    attrs = {v: dict(da.attrs) for v, da in sims.items()}
+    first = next(iter(sims.values()))
+    inverted = 0
+    if ranged:
+        sims, inverted = to_range_space(sims)
+    for var in sims:
+        if var not in trained:
+            raise DataError(f"{trained_path}: no trained adjustment for variable '{var}' (has {', '.join(trained)}).",
+                            "re-run rule train_adjustment with this variable in search.variables.")
     if meta.get("multivariate") == "MBCn" and config.get("adjust", {}).get("multivariate") == "MBCn":
         adjusted = _mbcn_adjust(trained, sims, config)
         method_note = "MBCn (xsdba) with QDM marginals"
     else:
         adjusted = {v: adjust_variable(trained[v], da, v, config) for v, da in sims.items()}
         method_note = None
-    ds = xr.Dataset({v: da.astype("float32") for v, da in adjusted.items()})
+    if ranged:
+        adjusted = from_range_space(adjusted, attrs)
+    ds = xr.Dataset({v: adjusted[v].astype("float32") for v in attrs})
+    # a safety net and a measurement: under temperatures: range it must find nothing to fix
     ds, counts = enforce_consistency(ds)
-    first = next(iter(sims.values()))
+    counts["inverted_input_days"] = inverted
     for var in ds.data_vars:
-        vm = meta["variables"].get(var, {})
+        derived = ranged and var in ("tasmin", "tas")
+        src = {"tasmin": "dtr", "tas": "tas_position"}[var] if derived else var
+        vm = meta["variables"].get(src, {})
         ba = {
             "method": method_note or vm.get("method"),
             "kind": vm.get("kind"),
+            **({"derived": "tasmax - dtr" if var == "tasmin" else
+                "tasmax - (1 - expit(tas_position)) * dtr, tas_position = logit((tas - tasmin) / dtr)",
+                "adjusted_variable": src} if derived else {}),
             "group": meta.get("group"),
             "nquantiles": meta.get("nquantiles"),
             **apply_options(config),
             "reference": meta.get("reference"),
             "period": meta.get("reference_period"),
             "calendar_conversion": f"training: reference {vm.get('reference_calendar_conversion')}, "
-            f"model {vm.get('model_calendar_conversion')}; applied in the model calendar ({calendar_of(sims[var])})",
+            f"model {vm.get('model_calendar_conversion')}; applied in the model calendar ({calendar_of(first)})",
+            "moving_window": f"{config['adjust']['step_years']}-year blocks, each from the "
+            f"{config['adjust']['window_years']}-year window centred on it",
             "library": "xsdba",
         }
         if "jitter_under" in vm:

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "checks",
     "indices",
     "evaluate",
+    "signal",
 )
 
 

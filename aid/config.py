@@ -127,6 +127,7 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
     for exp, years in cfg["search"]["experiments"].items():
         _check_range({"search": {"experiments": {exp: years}}}, f"search.experiments.{exp}", source)
     _check_held_out(cfg, source)
+    _check_adjust(cfg, source)
     out = Path(cfg["output_dir"])
     if out.is_absolute() is False and ".." in out.parts:
         raise ConfigError(
@@ -166,6 +167,26 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
                 f"({VARIABLES[var].long_name}).",
                 f"set adjust.methods.{var}.kind: '{kinds[0]}' (valid: {', '.join(kinds)}; see aid/variables.py).",
             )
+
+
+def _check_adjust(cfg: Mapping[str, Any], source: str) -> None:
+    """Adjustment settings that are valid alone but not together."""
+    acfg = cfg.get("adjust") or {}
+    if acfg.get("multivariate") == "MBCn" and acfg.get("group", "time.month") == "time.month":
+        # xsdba's MBCn rotates the whole multivariate distribution of a group; it accepts only
+        # Grouper("time") or a day-of-year window, not monthly groups
+        raise ConfigError(
+            f"{source}: 'adjust.group' is time.month, which 'adjust.multivariate: MBCn' cannot honour "
+            "(xsdba's MBCn groups by the whole year or by a day-of-year window, not by month).",
+            "set adjust.group: window (with adjust.window, e.g. 31 days) for MBCn, or adjust.multivariate: null.",
+        )
+    w, st = acfg.get("window_years"), acfg.get("step_years")
+    if w is not None and st is not None and int(st) > int(w):
+        raise ConfigError(
+            f"{source}: 'adjust.step_years' ({st}) is longer than 'adjust.window_years' ({w}): the years of a "
+            "target block outside its window would be adjusted from a window that does not contain them.",
+            "set adjust.step_years <= adjust.window_years (default 1 and 30).",
+        )
 
 
 def _check_held_out(cfg: Mapping[str, Any], source: str) -> None:

@@ -111,6 +111,7 @@ def all_targets():
     if len(SOURCES) > 1:
         targets += [f"{OUT}/indices/multi-model/{experiment}.nc" for experiment in EXPERIMENTS]
     targets.append(f"{OUT}/evaluation/metrics.json")
+    targets += signal_targets()
     targets += [f"{OUT}/aid-catalog.json", f"{OUT}/SHA256SUMS", f"{OUT}/report/landing.html"]
     return targets
 
@@ -163,4 +164,22 @@ def evaluation_inputs():
         member=MEMBERS,
         sample=range(1, NSAMPLES + 1),
     )
+    return ins
+
+
+def signal_targets():
+    """Change-signal table and figure of every (source, scenario); the historical run is the base."""
+    return [f"{OUT}/signal/{source}_{experiment}.{ext}" for source in SOURCES for experiment in EXPERIMENTS
+            if experiment != HIST for ext in ("csv", "png")]
+
+
+def signal_inputs(wildcards):
+    """Raw (regridded), adjusted and downscaled files of the historical run and of the scenario."""
+    ins = {}
+    for key, exp in (("reference", HIST), ("scenario", wildcards.experiment)):
+        ins[f"raw_{key}"] = expand(f"{OUT}/regrid/{wildcards.source}/{exp}/{{member}}/{{variable}}.nc",
+                                   member=MEMBERS, variable=VARS)
+        ins[f"adjusted_{key}"] = expand(f"{OUT}/adjusted/{wildcards.source}/{exp}/{{member}}.nc", member=MEMBERS)
+        ins[f"downscaled_{key}"] = [p for m in MEMBERS for s in range(1, NSAMPLES + 1)
+                                    for ps in sample_deliverables(wildcards.source, exp, m, s).values() for p in ps]
     return ins
