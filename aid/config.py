@@ -172,7 +172,7 @@ def check_semantics(cfg: Mapping[str, Any], source: str = "config") -> None:
 def _check_adjust(cfg: Mapping[str, Any], source: str) -> None:
     """Adjustment settings that are valid alone but not together."""
     acfg = cfg.get("adjust") or {}
-    if acfg.get("multivariate") == "MBCn" and acfg.get("group", "time.month") == "time.month":
+    if acfg.get("multivariate") == "MBCn" and acfg["group"] == "time.month":
         # xsdba's MBCn rotates the whole multivariate distribution of a group; it accepts only
         # Grouper("time") or a day-of-year window, not monthly groups
         raise ConfigError(
