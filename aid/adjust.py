@@ -71,7 +71,7 @@ def method_of(config: Mapping[str, Any], variable: str) -> dict[str, Any]:
     ``dtr`` / ``tas_position``) or a ConfigError naming the key."""
     if variable in RANGE_VARS:
         return dict(config["adjust"]["range_methods"][variable])
-    methods = config.get("adjust", {}).get("methods", {})
+    methods = config["adjust"]["methods"]
     if variable not in methods:
         raise ConfigError(
             f"variable '{variable}' has no bias-adjustment method in 'adjust.methods' "
@@ -88,16 +88,16 @@ def grouper(config: Mapping[str, Any]) -> Any:
     """xsdba Grouper from ``adjust.group`` (``time.month``) or a day-of-year window (``window``)."""
     import xsdba
 
-    acfg = config.get("adjust", {})
-    if acfg.get("group", "time.month") == "window":
-        return xsdba.Grouper("time.dayofyear", window=int(acfg.get("window", 31)))
+    acfg = config["adjust"]
+    if acfg["group"] == "window":
+        return xsdba.Grouper("time.dayofyear", window=int(acfg["window"]))
     return xsdba.Grouper("time.month")
 
 
 def group_label(config: Mapping[str, Any]) -> str:
-    acfg = config.get("adjust", {})
-    if acfg.get("group", "time.month") == "window":
-        return f"time.dayofyear, window {int(acfg.get('window', 31))} days"
+    acfg = config["adjust"]
+    if acfg["group"] == "window":
+        return f"time.dayofyear, window {int(acfg['window'])} days"
     return "time.month"
 
 
@@ -162,10 +162,8 @@ def prepare_pair(
     hist_where: str = "model",
 ) -> tuple[xr.DataArray, xr.DataArray, dict[str, str]]:
     """Reference period, checks, and the common calendar: the (ref, hist) pair xsdba trains on."""
-    acfg = config.get("adjust", {})
-    period = acfg.get("reference_period")
-    if period is None:
-        raise ConfigError("adjust.reference_period is not set.", "set adjust.reference_period: [first_year, last_year].")
+    acfg = config["adjust"]
+    period = acfg["reference_period"]
     spatial = [d for d in hist.dims if d != "time"]
     _check_same_grid(ref, hist, ref_where, hist_where)
     r, h = _period(ref, period), _period(hist, period)
@@ -191,7 +189,7 @@ def prepare_pair(
     h = h.sel(time=h["time"].dt.year.isin(common))
     _check_values(r, variable, ref_where, spatial)
     _check_values(h, variable, hist_where, spatial)
-    cal = acfg.get("calendar", "noleap")
+    cal = acfg["calendar"]
     r, rconv = to_calendar(r, cal)
     h, hconv = to_calendar(h, cal)
     # same days on both sides (xsdba needs matching training times for DQM/EQM/QDM)
@@ -222,7 +220,7 @@ def train_variable(ref: xr.DataArray, hist: xr.DataArray, variable: str, config:
 
     m = method_of(config, variable)
     cls = getattr(xsdba, METHOD_CLASSES[m["method"]])
-    nq = int(config.get("adjust", {}).get("nquantiles", 20))
+    nq = int(config["adjust"]["nquantiles"])
     ref, hist = _jitter(ref.load(), variable, config), _jitter(hist.load(), variable, config)
     return cls.train(ref, hist, nquantiles=nq, kind=m["kind"], group=grouper(config))
 
@@ -472,8 +470,8 @@ def train_adjustment_files(
                             f"add reference.files.{var} and re-run rule reference.")
         hists[var], hist_where[var] = hist, str(p)
     trained, meta = {}, {"variables": {}}
-    acfg = config.get("adjust", {})
-    if acfg.get("multivariate") == "MBCn":
+    acfg = config["adjust"]
+    if acfg["multivariate"] == "MBCn":
         mbcn_group(config)  # refuse a grouping MBCn cannot honour before any training
     if uses_range(config, hists):
         hists, inverted_hist = to_range_space(hists)
@@ -491,13 +489,13 @@ def train_adjustment_files(
         pairs[var] = (r, h)
         meta["variables"][var] = {"method": m["method"], "kind": m["kind"], **info,
                                   **({"jitter_under": f"{m['jitter_under']} {h.attrs.get('units', '')}"} if "jitter_under" in m else {})}
-    if acfg.get("multivariate") == "MBCn":
+    if acfg["multivariate"] == "MBCn":
         meta["multivariate"] = "MBCn"
-    meta.update({"group": group_label(config), "nquantiles": int(acfg.get("nquantiles", 20)),
-                 "reference": config.get("reference", {}).get("name", "ERA5"),
+    meta.update({"group": group_label(config), "nquantiles": int(acfg["nquantiles"]),
+                 "reference": config["reference"]["name"],
                  "reference_period": f"{acfg['reference_period'][0]}-{acfg['reference_period'][1]}",
-                 "calendar": acfg.get("calendar", "noleap")})
-    if acfg.get("multivariate") == "MBCn":
+                 "calendar": acfg["calendar"]})
+    if acfg["multivariate"] == "MBCn":
         # MBCn needs the training series themselves at adjustment time: keep them (coarse, small)
         for var, (r, h) in pairs.items():
             trained[var].ds["mbcn_ref"] = r.rename(time="mbcn_time").drop_attrs()
@@ -544,9 +542,9 @@ def mbcn_group(config: Mapping[str, Any]) -> Any:
     import xsdba
 
     acfg = config["adjust"]
-    if acfg.get("group", "time.month") != "window":
+    if acfg["group"] != "window":
         raise ConfigError(
-            f"'adjust.group' is {acfg.get('group', 'time.month')}, which 'adjust.multivariate: MBCn' cannot honour "
+            f"'adjust.group' is {acfg['group']}, which 'adjust.multivariate: MBCn' cannot honour "
             "(xsdba's MBCn groups by the whole year or by a day-of-year window, not by month).",
             "set adjust.group: window (with adjust.window, e.g. 31 days) for MBCn, or adjust.multivariate: null.",
         )
@@ -569,14 +567,14 @@ def _mbcn_adjust(trained: Mapping[str, Any], sims: Mapping[str, xr.DataArray], c
         units = sims[var].attrs.get("units", "")
         refs[var] = ds["mbcn_ref"].rename(mbcn_time="time").rename(var).assign_attrs(units=units)
         hists[var] = ds["mbcn_hist"].rename(mbcn_time="time").rename(var).assign_attrs(units=units)
-    cal = config.get("adjust", {}).get("calendar", "noleap")
+    cal = config["adjust"]["calendar"]
     sim_c = {v: to_calendar(sims[v], cal)[0] for v in variables}
     ref = xsdba.stack_variables(xr.Dataset(refs))
     hist = xsdba.stack_variables(xr.Dataset(hists))
     sim = xsdba.stack_variables(xr.Dataset(sim_c))
     acfg = config["adjust"]
     group = mbcn_group(config)
-    nq = int(acfg.get("nquantiles", 20))
+    nq = int(acfg["nquantiles"])
     mb = xsdba.MBCn.train(ref, hist, base_kws={"nquantiles": nq, "group": group}, adj_kws=apply_options(config), n_iter=10)
     kws = {v: {"kind": method_of(config, v)["kind"], "nquantiles": nq} for v in variables}
     scen = by_windows(sim, lambda win: mb.adjust(win, ref, hist, base=xsdba.QuantileDeltaMapping, base_kws_vars=kws), config)
@@ -626,7 +624,7 @@ def adjust_files(
         if var not in trained:
             raise DataError(f"{trained_path}: no trained adjustment for variable '{var}' (has {', '.join(trained)}).",
                             "re-run rule train_adjustment with this variable in search.variables.")
-    if meta.get("multivariate") == "MBCn" and config.get("adjust", {}).get("multivariate") == "MBCn":
+    if meta.get("multivariate") == "MBCn" and config["adjust"]["multivariate"] == "MBCn":
         adjusted = _mbcn_adjust(trained, sims, config)
         method_note = "MBCn (xsdba) with QDM marginals"
     else:
