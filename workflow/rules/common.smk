@@ -37,7 +37,8 @@ NAMING_KEYS = ("output_dir", "domain.id", "search.variables", "downscale.product
                "downscale.institution_id")
 #: The adjust keys training the factors reads (the adjust rule gets the whole section).
 ADJUST_TRAIN_KEYS = ("adjust.reference_period", "adjust.calendar", "adjust.group", "adjust.window",
-                     "adjust.nquantiles", "adjust.methods", "adjust.multivariate")
+                     "adjust.nquantiles", "adjust.methods", "adjust.multivariate", "adjust.temperatures",
+                     "adjust.range_methods")
 #: Driving-data identity written into the deliverables (aid.deliverables.driving_attributes).
 DRIVING_KEYS = ("reference.name", "demo_archive.enabled", "demo_archive.source_id", "demo_archive.institution_id")
 
