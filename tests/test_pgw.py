@@ -130,3 +130,28 @@ def test_checkpoint_without_level_free_keeps_absolute_conditioning(uk: dict) -> 
     up, cond, _, _ = dl.conditioning(uk["test"])
     np.testing.assert_allclose(cond, transforms.normalise_coarse(up, dl.mean, dl.std, dl.level_free, None), atol=1e-6)
     np.testing.assert_allclose(cond[:, 0], (up[:, 0] - dl.mean[0]) / dl.std[0], atol=1e-5)
+
+
+def test_temperatures_share_one_level(shared_data: Path) -> None:
+    """tas, tasmax and tasmin are normalised against one common level (the mean of their domain
+    means): a uniform warming of all three leaves their conditioning unchanged, while the
+    conditioning still tells a large diurnal range from a small one (real daily ERA5 at the 5
+    Canadian cities, taken as a 1 x 5 field); pr and winds keep the training mean."""
+    ds = xr.open_dataset(shared_data / "era5" / "daily_surface_cancities_1990-1993.nc")
+    variables = ["tas", "tasmax", "tasmin", "pr", "uas"]
+    up = np.stack([ds[v].transpose("time", "location").values.astype(np.float64) for v in variables], axis=1)
+    up = up[:, :, None, :]  # (time, C, 1, 5)
+    free = transforms.level_free(variables)
+    assert free.tolist() == [True, True, True, False, False]
+    mean, std = transforms.channel_stats(up)
+    cond = transforms.normalise_coarse(up, mean, std, free, transforms.domain_level(up, free))
+    warm = up.copy()
+    warm[:, :3] += DT
+    np.testing.assert_allclose(transforms.normalise_coarse(warm, mean, std, free, transforms.domain_level(warm, free)),
+                               cond, atol=1e-9)
+    # the domain-mean diurnal range is still in the conditioning (tasmax minus tasmin, in K)
+    dtr = (up[:, 1] - up[:, 2]).mean(axis=(1, 2))
+    seen = (cond[:, 1] * std[1] - cond[:, 2] * std[2]).mean(axis=(1, 2))
+    np.testing.assert_allclose(seen, dtr, atol=1e-6)
+    assert dtr.std() > 1.0  # it varies from day to day: information a per-channel level would drop
+    np.testing.assert_allclose(cond[:, 3:], (up[:, 3:] - mean[None, 3:, None, None]) / std[None, 3:, None, None])

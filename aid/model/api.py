@@ -298,14 +298,15 @@ class Downscaler:
 
         ``coarse`` is on the model grid with normalised coordinates and all :attr:`variables`; the
         prior residual is in normalised units, as the network sees it. Level-free channels
-        (:attr:`level_free`) are normalised against this grid's own domain mean per time step, so a
+        (:attr:`level_free`) are normalised against this grid's own level per time step
+        (:func:`aid.model.transforms.domain_level`), so a
         uniformly warmer input gives the same conditioning and residual. One place for what
         :meth:`sample` conditions on, so diagnostics (bench/model_skill.py) score the same prior.
         """
         up = upsampled(coarse.load(), self.lat, self.lon, self.variables, self.upsample_method)
         up_t = transforms.forward_stack(self.variables, up, self.pr_transform)
         cond = transforms.normalise_coarse(up_t, self.mean, self.std, self.level_free,
-                                           transforms.domain_level(up_t)).astype(np.float32)
+                                           transforms.domain_level(up_t, self.level_free)).astype(np.float32)
         tfeat = time_features(coarse["time"].values)
         prior = self.prior.predict(cond, tfeat) if self.prior is not None else None
         return up_t, cond, tfeat, prior

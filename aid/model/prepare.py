@@ -66,8 +66,8 @@ class Prepared:
     cross: residual_prior.CrossFit | None = None
     #: (C,) channels conditioned level-free (:func:`aid.model.transforms.normalise_coarse`)
     free: np.ndarray | None = None
-    #: (n, C) whole-domain mean of the upsampled coarse field (model space) of every archive step;
-    #: the reference level of the level-free channels
+    #: (n, C) reference level of the level-free channels (:func:`aid.model.transforms.common_level`
+    #: of the whole domain's upsampled coarse field, model space) of every archive step
     level: np.ndarray | None = None
 
     @property
@@ -176,8 +176,9 @@ def _stats(archive: Archive, idx: np.ndarray, pr_transform: str) -> tuple[np.nda
 
 
 def _levels(archive: Archive, free: np.ndarray) -> np.ndarray:
-    """(n, C) whole-domain mean of the upsampled coarse field of every archive step; zeros for the
-    channels that are not level-free (their conditioning uses the training mean instead).
+    """(n, C) reference level (:func:`transforms.common_level`) of every archive step from the
+    whole-domain means of its upsampled coarse field; zeros for the channels that are not
+    level-free (their conditioning uses the training mean instead).
 
     Level-free channels have the identity transform (:data:`transforms.LEVEL_FREE_VARIABLES` are
     temperatures), so the mean of the physical field is the mean in model space.
@@ -190,7 +191,7 @@ def _levels(archive: Archive, free: np.ndarray) -> np.ndarray:
     block = max(1, int(PIECE_MB * 2**20 // per_step))
     for t0 in range(0, archive.n, block):
         t1 = min(archive.n, t0 + block)
-        level[t0:t1] = np.where(free[None, :], archive.domain_mean(t0, t1), 0.0)
+        level[t0:t1] = transforms.common_level(archive.domain_mean(t0, t1), free)
     return level
 
 

@@ -9,7 +9,8 @@ sigma_data). The statistics live in the checkpoint so inference needs no trainin
 
 Temperatures are conditioned *level-free* (:data:`LEVEL_FREE_VARIABLES`): the network and the
 residual prior see the upsampled coarse field minus its own domain mean at that time step (divided
-by the training std), not its distance from the training mean. Why: the fine-minus-coarse residual
+by the training std; one level shared by tas, tasmax and tasmin, see :func:`common_level`), not its
+distance from the training mean. Why: the fine-minus-coarse residual
 of a temperature field is set by the coarse field's spatial structure (gradients, land-sea
 contrast, orography under a given flow) and the hour, not by how warm the domain is overall. An
 absolute conditioning lets a scenario's warmer coarse input (+4 K is about one training std) move
@@ -91,17 +92,28 @@ def level_free(variables: Sequence[str]) -> np.ndarray:
     return np.array([v in LEVEL_FREE_VARIABLES for v in variables], dtype=bool)
 
 
-def domain_level(up_t: np.ndarray) -> np.ndarray:
-    """(N, C) domain mean of each time step's upsampled coarse field (model space)."""
-    return up_t.mean(axis=(2, 3))
+def common_level(means: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """(N, C) reference level of each channel from its (N, C) domain means: for the level-free
+    channels the mean of the level-free channels' domain means (one level for tas, tasmax and
+    tasmin, so the conditioning keeps their differences, e.g. the diurnal range, which shapes the
+    fine-scale residual on calm clear days), zeros for the others."""
+    out = np.zeros(means.shape, dtype=np.float64)
+    if free.any():
+        out[:, free] = means[:, free].mean(axis=1, keepdims=True)
+    return out
+
+
+def domain_level(up_t: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """(N, C) :func:`common_level` of each time step's upsampled coarse field (model space)."""
+    return common_level(up_t.mean(axis=(2, 3)), free)
 
 
 def normalise_coarse(up_t: np.ndarray, mean: np.ndarray, std: np.ndarray, free: np.ndarray,
                      level: np.ndarray | None) -> np.ndarray:
     """(N, C, h, w) conditioning of the upsampled coarse field ``up_t`` (model space), float64.
 
-    Channels with ``free`` set take ``(up_t - level) / std`` (``level``: (N, C) domain means of the
-    *whole* domain's upsampled field, so a piece of the domain is normalised exactly as the whole);
+    Channels with ``free`` set take ``(up_t - level) / std`` (``level``: (N, C) from
+    :func:`domain_level` of the *whole* domain, so a piece is normalised exactly as the whole);
     the others ``(up_t - mean) / std``. A uniform shift of a level-free channel leaves its
     conditioning unchanged. No clipping: an input outside the training range stays visible.
     """
