@@ -1,6 +1,9 @@
 """Pseudo-global-warming (PGW) test of the diffusion downscaler on real data.
 
 One command (``python bench/pgw.py``): writes ``bench/out/pgw.json`` and prints it.
+Layout: ``{"uk_t2m": {"<dT>": figures}, "pipeline": {"<variable>": {"<dT>": figures}}, "setup":
+{part: how it was measured}}``; a part not run this time (``--skip-uk``, no checkpoint) keeps the
+figures of the file's earlier run.
 
 Why: scenarios put the coarse input outside the training climate. A downscaler whose residual
 (fine minus upsampled coarse) depends on the absolute level of its input adds a bias that comes
@@ -178,8 +181,8 @@ def run_pgw(dl, coarse: xr.Dataset, members: int, sampler: dict, ratio: int,  # 
     return res
 
 
-def uk_part(args: argparse.Namespace) -> dict:
-    """Train (or load ``--uk-checkpoint``) on UK days 1-24, PGW-test on days 25-31."""
+def uk_part(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Train (or load ``--uk-checkpoint``) on UK days 1-24, PGW-test on days 25-31: ({shift: figures}, setup)."""
     from aid.grids import fine_grid
     from aid.io import write_netcdf
     from aid.model.api import Downscaler
@@ -237,7 +240,7 @@ def uk_part(args: argparse.Namespace) -> dict:
             "residual": abs(r["residual_mean_change"]) <= TOL_RESIDUAL_K,
             "edges": abs(r["edge_minus_interior"]) <= TOL_SHIFT_K,
         }
-    out["setup"] = {"data": "ERA5 t2m 2019-03 UK hourly, 32x48, conservative x8 (bench/model_skill.py protocol)",
+    setup = {"data": "ERA5 t2m 2019-03 UK hourly, 32x48, conservative x8 (bench/model_skill.py protocol)",
                     "train": "2019-03-01..24", "test": f"2019-03-25..31, every {args.hour_stride}-th hour "
                     f"({c_test.sizes['time']} fields)", "members": args.members, "train_steps": args.steps,
                     "model_size": args.size, "sampler": sampler, "same_seeds_for_every_shift": True,
@@ -247,7 +250,7 @@ def uk_part(args: argparse.Namespace) -> dict:
                     "edge_ring_fine_cells": 8,
                     "targets": {"shift_K": TOL_SHIFT_K, "spread_change": TOL_SPREAD, "residual_mean_change_K": TOL_RESIDUAL_K,
                                 "edge_minus_interior_K": TOL_SHIFT_K}}
-    return out
+    return out, setup
 
 
 def default_year() -> int:
@@ -258,8 +261,9 @@ def default_year() -> int:
     return int(cfg["evaluation"]["period"][0])
 
 
-def pipeline_part(args: argparse.Namespace) -> dict:
-    """PGW test of a pipeline checkpoint on its evaluation-run input (``--coarse`` or results/reference/coarse)."""
+def pipeline_part(args: argparse.Namespace) -> tuple[dict, dict]:
+    """PGW test of a pipeline checkpoint on its evaluation-run input (``--coarse`` or results/reference/coarse):
+    ({variable: {shift: figures}}, setup)."""
     from aid.downscale import open_coarse
     from aid.grids import fine_grid
     from aid.model.api import Downscaler
@@ -282,13 +286,13 @@ def pipeline_part(args: argparse.Namespace) -> dict:
     t0 = time.monotonic()
     res = run_pgw(dl, coarse, args.members, sampler, ratio)
     out: dict = {v: {key: res[key][v] for key in res} for v in dl.variables}
-    out["setup"] = {"checkpoint": str(ckpt), "checkpoint_sha256": dl.checkpoint_sha256, "coarse": paths, "year": year,
+    setup = {"checkpoint": str(ckpt), "checkpoint_sha256": dl.checkpoint_sha256, "coarse": paths, "year": year,
                     "days": f"every {args.day_stride}-th day ({len(days)} days)", "members": args.members,
                     "sampler": sampler, "level_free": [v for v, f in zip(dl.variables, getattr(dl, "level_free", [])) if f],
                     "perturbation": "tas/tasmax/tasmin + dT; pr x (1 + 0.07 dT); uas/vas unchanged",
                     "units": "K for temperatures, mm d-1 for pr, m s-1 for winds",
                     "sample_seconds": round(time.monotonic() - t0, 1)}
-    return out
+    return out, setup
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,17 +317,24 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     res: dict = {}
+    setup: dict = {}
     if not args.skip_uk:
-        res["uk_t2m"] = uk_part(args)
+        res["uk_t2m"], setup["uk_t2m"] = uk_part(args)
     ckpt = args.checkpoint or str(Path(args.results) / "model" / "checkpoint.pt")
     if Path(ckpt).exists():
         args.checkpoint = ckpt
-        res["pipeline"] = pipeline_part(args)
+        res["pipeline"], setup["pipeline"] = pipeline_part(args)
     else:
         log.warning("no pipeline checkpoint at %s: pipeline part skipped (pass --checkpoint)", ckpt)
         res["pipeline"] = None
-    text = json.dumps(res, indent=2)
     out = Path(args.out)
+    if out.exists():  # a part skipped this time keeps its earlier figures
+        old = json.loads(out.read_text())
+        res = {**{k: v for k, v in old.items() if k != "setup"}, **{k: v for k, v in res.items() if v is not None
+                                                                    or k not in old}}
+        setup = {**old.get("setup", {}), **setup}
+    res["setup"] = setup
+    text = json.dumps(res, indent=2)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(text + "\n")
