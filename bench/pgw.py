@@ -29,10 +29,11 @@ Per shift and variable: ``mean_shift`` (domain, time and ensemble mean of the ch
 downscaled field) against ``expected_shift``; ``spread_ratio`` (ensemble spread, RMS over pixels and
 times, shifted / unshifted); ``residual_mean_change`` (change of the mean of the downscaled field
 minus its upsampled coarse input, against ``expected_residual_mean_change``: 0 for a uniform
-shift); ``edge_shift`` / ``interior_shift`` (mean change on the fine cells within one coarse cell of
-the domain edge / the others); ``max_abs_pixel_shift_error`` (ensemble-mean change per pixel and
-time, worst deviation from the expected change); the prior's share of clipped values when the
-checkpoint has a residual prior.
+shift, the residual's own CC scaling for pr); ``spread_ratio`` against ``expected_spread_ratio``;
+``edge_shift`` / ``interior_shift`` (mean change on the fine cells within one coarse cell of the
+domain edge / the others); ``max_abs_pixel_shift_error`` (ensemble-mean change per pixel and time,
+worst deviation from the expected change); per channel, the prior's share of values at its clip
+bounds and the change of its mean (model-space units) when the checkpoint has a residual prior.
 """
 
 from __future__ import annotations
@@ -87,6 +88,19 @@ def expected_change(var: str, dt: float, base: np.ndarray) -> np.ndarray:
     return np.zeros_like(base)
 
 
+def expected_residual_change(var: str, dt: float, residual: np.ndarray) -> np.ndarray:
+    """The change of a fine-minus-coarse ``residual`` the PGW perturbation asks for: none for a
+    uniform shift (temperatures) or an unchanged field (winds), the same scaling as the field for pr."""
+    if var == "pr":
+        return residual * CC_RATE * dt
+    return np.zeros_like(residual)
+
+
+def expected_spread_ratio(var: str, dt: float) -> float:
+    """Ensemble spread shifted / unshifted the perturbation asks for (pr scales, the others keep it)."""
+    return 1.0 + CC_RATE * dt if var == "pr" else 1.0
+
+
 def edge_mask(shape: tuple[int, int], width: int) -> np.ndarray:
     """True on the fine cells within ``width`` cells of the domain edge."""
     m = np.zeros(shape, dtype=bool)
@@ -111,9 +125,10 @@ def response(ens0: np.ndarray, ens1: np.ndarray, up0: np.ndarray, up1: np.ndarra
     return {
         "mean_shift": float(d.mean()), "expected_shift": float(want.mean()),
         "shift_error": float(d.mean() - want.mean()),
-        "spread_ratio": s1 / s0 if s0 > 0 else float("nan"), "spread_unshifted": s0,
+        "spread_ratio": s1 / s0 if s0 > 0 else float("nan"), "expected_spread_ratio": expected_spread_ratio(var, dt),
+        "spread_unshifted": s0,
         "residual_mean_change": r1 - r0,
-        "expected_residual_mean_change": float((expected_change(var, dt, m0 - up0)).mean()),
+        "expected_residual_mean_change": float(expected_residual_change(var, dt, m0 - up0).mean()),
         "edge_shift": float(d[:, edge].mean()), "interior_shift": float(d[:, ~edge].mean()),
         "edge_minus_interior": float(d[:, edge].mean() - d[:, ~edge].mean()),
         "max_abs_pixel_shift_error": float(np.abs(d - want).max()),
@@ -121,8 +136,9 @@ def response(ens0: np.ndarray, ens1: np.ndarray, up0: np.ndarray, up1: np.ndarra
     }
 
 
-def prior_clip_share(dl, coarse: xr.Dataset) -> tuple[float, float] | None:  # noqa: ANN001
-    """(share of prior values at its clip bounds, mean prior in physical units) of ``coarse``; None without a prior."""
+def prior_clip_share(dl, coarse: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:  # noqa: ANN001
+    """Per channel: (share of prior values at its clip bounds, mean prior in model-space units) of
+    ``coarse``; None without a prior."""
     if dl.prior is None or dl.prior.lo is None:
         return None
     from aid.regrid import normalise_coords
@@ -130,7 +146,7 @@ def prior_clip_share(dl, coarse: xr.Dataset) -> tuple[float, float] | None:  # n
     _, _, _, pp = dl.conditioning(normalise_coords(coarse[dl.variables]))
     lo, hi = dl.prior.lo[None, :, None, None], dl.prior.hi[None, :, None, None]
     at = (pp <= lo + 1e-6) | (pp >= hi - 1e-6)
-    return float(at.mean()), float((pp * dl.std[None, :, None, None]).mean())
+    return at.mean(axis=(0, 2, 3)), (pp * dl.std[None, :, None, None]).mean(axis=(0, 2, 3))
 
 
 def sample(dl, coarse: xr.Dataset, members: int, sampler: dict) -> dict[str, np.ndarray]:  # noqa: ANN001
@@ -168,8 +184,9 @@ def run_pgw(dl, coarse: xr.Dataset, members: int, sampler: dict, ratio: int,  # 
         for i, v in enumerate(dl.variables):
             r = response(base[v], ens[v], up0[v], up1[v], v, dt, ratio)
             if clip0 is not None and clip1 is not None:
-                r["prior_clipped_share_unshifted"], r["prior_clipped_share_shifted"] = clip0[0], clip1[0]
-                r["prior_mean_change"] = clip1[1] - clip0[1]
+                r["prior_clipped_share_unshifted"] = float(clip0[0][i])
+                r["prior_clipped_share_shifted"] = float(clip1[0][i])
+                r["prior_mean_change"] = float(clip1[1][i] - clip0[1][i])
             if truth is not None and v in truth:
                 t1 = truth[v] + expected_change(v, dt, truth[v])
                 for name, e, t in (("unshifted", base[v], truth[v]), ("shifted", ens[v], t1)):
