@@ -91,6 +91,9 @@ class Downscaler:
         self.den = EDMDenoiser(net, content["sigma_data"]).to(device).eval()
         self.mean = content["norm_mean"].numpy()
         self.std = content["norm_std"].numpy()
+        #: channels conditioned level-free (aid.model.transforms.normalise_coarse); checkpoints
+        #: written before level-free conditioning have none and keep their absolute conditioning
+        self.level_free = np.array([v in set(content.get("level_free") or []) for v in self.variables], dtype=bool)
         #: per-channel scale of the model-space residual (sigma_relative training); ones for others
         self.res_scale = (content["res_scale"].numpy().astype(np.float64) if "res_scale" in content
                           else np.ones(len(self.variables)))
@@ -293,12 +296,16 @@ class Downscaler:
         """(upsampled coarse in model space, its normalised form, time features, prior residual or None).
 
         ``coarse`` is on the model grid with normalised coordinates and all :attr:`variables`; the
-        prior residual is in normalised units, as the network sees it. One place for what
+        prior residual is in normalised units, as the network sees it. Level-free channels
+        (:attr:`level_free`) are normalised against this grid's own level per time step
+        (:func:`aid.model.transforms.domain_level`), so a
+        uniformly warmer input gives the same conditioning and residual. One place for what
         :meth:`sample` conditions on, so diagnostics (bench/model_skill.py) score the same prior.
         """
         up = upsampled(coarse.load(), self.lat, self.lon, self.variables, self.upsample_method)
         up_t = transforms.forward_stack(self.variables, up, self.pr_transform)
-        cond = ((up_t - self.mean[None, :, None, None]) / self.std[None, :, None, None]).astype(np.float32)
+        cond = transforms.normalise_coarse(up_t, self.mean, self.std, self.level_free,
+                                           transforms.domain_level(up_t, self.level_free)).astype(np.float32)
         tfeat = time_features(coarse["time"].values)
         prior = self.prior.predict(cond, tfeat) if self.prior is not None else None
         return up_t, cond, tfeat, prior

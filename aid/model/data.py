@@ -224,6 +224,21 @@ class Archive:
         up = np.einsum("ij,tcjk,lk->tcil", wy[:, cr], c, wx[:, cc], optimize=True)
         return f, up
 
+    def domain_mean(self, t0: int, t1: int) -> np.ndarray:
+        """(T, C) whole-domain mean of the upsampled coarse field of steps t0:t1, physical units.
+
+        Read from the coarse file alone: the upsampling is linear, so the mean of the upsampled
+        field is the coarse field weighted by the column means of the upsampling operator.
+        """
+        a, b = self.wy.mean(0), self.wx.mean(0)
+        cr, cc = np.flatnonzero(a != 0), np.flatnonzero(b != 0)
+        c = np.stack([self.coarse[v].isel(time=slice(t0, t1), lat=cr, lon=cc).transpose("time", "lat", "lon")
+                      .values.astype(np.float64) for v in self.variables], axis=1)
+        if not np.isfinite(c).all():
+            raise DataError(f"reference files {self.coarse_paths} contain NaN/inf on the domain (time steps {t0}-{t1}).",
+                            "fill or mask the reference before training.")
+        return np.einsum("j,tcjk,k->tc", a[cr], c, b[cc], optimize=True)
+
 
 #: HDF5 chunk cache per open variable while streaming, bytes. netCDF-C's default (64 MiB per
 #: variable) fills up over a long period and is what made a 20-year run's RSS exceed a 1-year

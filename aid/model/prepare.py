@@ -64,6 +64,17 @@ class Prepared:
     ratio: int
     prior: residual_prior.RidgePrior | None = None
     cross: residual_prior.CrossFit | None = None
+    #: (C,) channels conditioned level-free (:func:`aid.model.transforms.normalise_coarse`)
+    free: np.ndarray | None = None
+    #: (n, C) reference level of the level-free channels (:func:`aid.model.transforms.common_level`
+    #: of the whole domain's upsampled coarse field, model space) of every archive step
+    level: np.ndarray | None = None
+
+    @property
+    def level_free_variables(self) -> list[str]:
+        """Names of the level-free channels (recorded in the checkpoint)."""
+        free = self.free if self.free is not None else np.zeros(len(self.variables), bool)
+        return [v for v, f in zip(self.variables, free) if f]
 
     @property
     def n_cond(self) -> int:
@@ -78,8 +89,10 @@ class Prepared:
         f, up = f[keep], up[keep]
         f_t = transforms.forward_stack(self.variables, f, self.pr_transform)
         u_t = transforms.forward_stack(self.variables, up, self.pr_transform)
-        m, s = self.mean[None, :, None, None], self.std[None, :, None, None]
-        return (u_t - m) / s, (f_t - u_t) / s
+        free = self.free if self.free is not None else np.zeros(len(self.variables), bool)
+        level = self.level[t] if self.level is not None else None
+        cond = transforms.normalise_coarse(u_t, self.mean, self.std, free, level)
+        return cond, (f_t - u_t) / self.std[None, :, None, None]
 
     def piece(self, t: np.ndarray, rows: slice, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(y, cond) float32 (T, C, h, w) of archive steps ``t`` (sorted) in model units.
@@ -162,6 +175,26 @@ def _stats(archive: Archive, idx: np.ndarray, pr_transform: str) -> tuple[np.nda
     return mean, np.maximum(np.sqrt(var), 1e-6), np.sqrt(sr / cnt)
 
 
+def _levels(archive: Archive, free: np.ndarray) -> np.ndarray:
+    """(n, C) reference level (:func:`transforms.common_level`) of every archive step from the
+    whole-domain means of its upsampled coarse field; zeros for the channels that are not
+    level-free (their conditioning uses the training mean instead).
+
+    Level-free channels have the identity transform (:data:`transforms.LEVEL_FREE_VARIABLES` are
+    temperatures), so the mean of the physical field is the mean in model space.
+    """
+    c = len(archive.variables)
+    level = np.zeros((archive.n, c))
+    if not free.any():
+        return level
+    per_step = max(1, archive.coarse[archive.variables[0]].isel(time=0).size * c * 8)
+    block = max(1, int(PIECE_MB * 2**20 // per_step))
+    for t0 in range(0, archive.n, block):
+        t1 = min(archive.n, t0 + block)
+        level[t0:t1] = transforms.common_level(archive.domain_mean(t0, t1), free)
+    return level
+
+
 def prepare_training(
     cfg: Mapping[str, Any],
     fine_paths: Sequence[str | os.PathLike[str]],
@@ -170,6 +203,11 @@ def prepare_training(
     val_fraction: float | None = None,
 ) -> Prepared:
     """Open the archive lazily, split off validation, compute statistics and the prior on training.
+
+    Temperature channels are conditioned level-free (:func:`aid.model.transforms.normalise_coarse`):
+    each step's reference level is the whole-domain mean of its upsampled coarse field, computed
+    once here for every archive step so that every piece is normalised as the whole domain is at
+    inference.
 
     sigma_data is the RMS of the normalised residual per channel (not 1: the residual is a small
     part of the field), floored at 0.01 so a channel without sub-grid detail stays well posed.
@@ -194,9 +232,10 @@ def prepare_training(
     tfeat = time_features(archive.times)
     mean, std, res_rms = _stats(archive, tr, pr_transform)
     c = len(archive.variables)
+    free = transforms.level_free(archive.variables)
     prep = Prepared(list(archive.variables), archive, tr, va, tfeat, static_channels(orography, lsm, archive.lat,
                     archive.lon), mean, std, np.ones(c), np.ones(c), archive.lat, archive.lon, orography, lsm,
-                    pr_transform, ratio)
+                    pr_transform, ratio, free=free, level=_levels(archive, free))
     sigma = res_rms / std
     pset = residual_prior.settings(mcfg)
     if pset:

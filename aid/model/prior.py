@@ -11,7 +11,10 @@ subtracted from its target (``mode: offset``); the network then adds the non-lin
 spread. Training uses cross-fitted predictions (each block of days predicted by a regression fitted
 on the other blocks), so the network sees a prior exactly as good as it is on unseen days.
 
-Design matrix of pixel (i, j): the normalised upsampled coarse field of every channel at
+Design matrix of pixel (i, j): the conditioning (:func:`aid.model.transforms.normalise_coarse`:
+level-free for temperatures, so a uniformly warmer coarse field gives the same design and the same
+prediction; a linear map of absolute temperatures would add sum(coefficients) x warming to the
+residual, and the range guard below would then clip it) of every channel at
 (i + a r, j + b r) for a, b in [-k, k] (r = coarse / fine resolution, indices clamped at the
 domain edge), and calendar terms (hour sin/cos and their 2nd harmonic, day-of-year sin/cos when
 the model uses them). Features and targets are centred per pixel (the intercept is not penalised);
@@ -195,7 +198,8 @@ class RidgePrior:
     lam: np.ndarray  # (C,)
     #: per-channel range of the cross-fitted training predictions; predictions are clipped to it, so
     #: a coarse field outside the training climate (a scenario's heavy-rain day) cannot make the
-    #: linear map extrapolate into unphysical values (heavy-rain days of a scenario did). None for
+    #: linear map extrapolate into unphysical values (heavy-rain days of a scenario did). A uniform
+    #: warming does not reach this guard: temperature features are level-free. None for
     #: checkpoints written before the guard.
     lo: np.ndarray | None = None  # (C,)
     hi: np.ndarray | None = None  # (C,)

@@ -93,6 +93,8 @@ def _content(prep: Prepared, cfg: Mapping[str, Any], size: str, kwargs: Mapping[
         "optimizer": opt.state_dict(),
         "norm_mean": torch.tensor(prep.mean, dtype=torch.float64),
         "norm_std": torch.tensor(prep.std, dtype=torch.float64),
+        # temperatures conditioned as anomalies from their domain mean (aid.model.transforms)
+        "level_free": prep.level_free_variables,
         "sigma_data": torch.tensor(prep.sigma_data, dtype=torch.float32),
         "res_scale": torch.tensor(prep.res_scale, dtype=torch.float64),
         "sigma_min": float(SIGMA_MIN),
@@ -172,6 +174,8 @@ def _resume_mismatch(content: Mapping[str, Any], cfg: Mapping[str, Any], prep: P
             return f"model.{key} ({om.get(key)} -> {nm.get(key)})"
     if old.get("search", {}).get("variables") != new.get("search", {}).get("variables"):
         return "search.variables"
+    if list(content.get("level_free") or []) != prep.level_free_variables:
+        return f"level-free conditioning ({list(content.get('level_free') or [])} -> {prep.level_free_variables})"
     lat, lon = content["fine_lat"].numpy(), content["fine_lon"].numpy()
     if lat.shape != prep.lat.shape or lon.shape != prep.lon.shape or not (
             np.allclose(lat, prep.lat) and np.allclose(lon, prep.lon)):
