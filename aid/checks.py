@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from aid.deliverables import VARIABLES, normalise_calendar, parse_name, year_days
+from aid.deliverables import VARIABLES, normalise_calendar, to_file_units, year_days
 from aid.errors import DataError
 from aid.io import open_dataset, write_text
-from aid.naming import BASELINE_ID, MODEL_ID
+from aid.naming import BASELINE_ID, MODEL_ID, parse_name
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def check_file(path: str | os.PathLike[str], facets: Mapping[str, str]) -> tuple
         violations.append(f"{path}: {int(nan.sum())} missing/NaN value(s) of {var} inside the domain "
                           f"(first {_where(da, nan)}).")
     if meta is not None:
-        lo, hi = meta.valid_range
+        # valid_range is in aid's internal unit; values and messages stay in the file's
+        lo, hi = (float(x) for x in to_file_units(var, np.asarray(meta.valid_range)))
         below = vals < lo
         above = vals > hi
         if below.any():
