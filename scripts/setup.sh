@@ -11,11 +11,16 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 stamp=.venv/.aid-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
+  # Exact versions of every dependency (constraints.txt): pip's resolver gives up with
+  # resolution-too-deep on the open ranges of pyproject.toml, and a lock makes CI reproducible.
+  # Regenerate after changing dependencies:
+  #   uv pip compile pyproject.toml --extra test --python-version 3.11 --no-header --no-annotate \
+  #     --find-links /opt/wheels -o constraints.txt   (then pin torch==2.13.0 without +cpu)
   # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
-  python -m pip install -q "torch==2.13.0"
-  python -m pip install -q -e ".[test]"
+  python -m pip install -q -c constraints.txt "torch==2.13.0"
+  python -m pip install -q -c constraints.txt -e ".[test]"
   touch "$stamp"
 fi
 if [ "${AID_SKIP_APT:-0}" != "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
