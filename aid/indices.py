@@ -421,6 +421,26 @@ def _config_indices(config: Mapping[str, Any]) -> tuple[list[str], str, list[int
     return names, freq, [int(y) for y in ic["base_period"]]
 
 
+#: CMIP ``frequency`` of an index file from its resampling frequency (``indices.freq``); seasons
+#: are ``qtr`` as in the output catalog (aid.catalog_out, xscen's vocabulary; CMIP6 has none).
+FREQUENCY: dict[str, str] = {"YS": "yr", "MS": "mon", "QS-DEC": "qtr"}
+
+
+def identity_attrs(config: Mapping[str, Any], freq: str, experiment: str | None = None, source: str | None = None,
+                   members: Sequence[str] = ()) -> dict[str, str]:
+    """The CORDEX-CMIP6 identity the daily deliverables carry (``frequency``, ``domain_id``,
+    ``driving_*``), for the files derived from them, so a user can tell what an index file
+    summarises without its name. Files of several members list them space-separated."""
+    out = {"frequency": FREQUENCY[freq], "domain_id": str(config.get("domain", {}).get("id", ""))}
+    if source:
+        out["driving_source_id"] = str(source)
+    if experiment:
+        out["driving_experiment_id"] = str(experiment)
+    if members:
+        out["driving_variant_label"] = " ".join(members)
+    return out
+
+
 def _facets(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
     facets = [parse_name(p) for p in paths]
     facets = [f for f in facets if f]
@@ -468,6 +488,8 @@ def compute_sample_indices(
             inputs=" ".join(relpath_or_name(p) for p in run_paths),
         )
     )
+    ds.attrs.update(identity_attrs(config, freq, experiment, facets.get("source"),
+                                   [facets["member"]] if "member" in facets else []))
     ds.attrs["title"] = f"xclim extremes indices of {facets.get('source', '?')} {experiment} {facets.get('member', '?')} sample r{facets.get('sample', '?')}"
     return write_cf(ds, out_path)
 
@@ -488,6 +510,7 @@ def compute_reference_indices(config: Mapping[str, Any], paths: Sequence[str | o
             inputs=" ".join(relpath_or_name(p) for p in paths),
         )
     )
+    ds.attrs.update(identity_attrs(config, freq))
     ds.attrs["title"] = "xclim extremes indices of the 0.25 deg reference"
     return write_cf(ds, out_path)
 
@@ -552,7 +575,7 @@ def ensemble_stats(
       its own base climatology (pairs member+sample, so the spread is that of the change);
     - ``X_change_rel`` (percent) for precipitation amounts (:data:`RELATIVE_CHANGE`).
     """
-    _, _, base_period = _config_indices(config)
+    _, freq, base_period = _config_indices(config)
     if not run_paths:
         raise DataError(f"no index files for {out_path}.", "check the indices jobs.")
     run = _open_ensemble(run_paths, experiment)
@@ -606,6 +629,9 @@ def ensemble_stats(
             inputs=" ".join(relpath_or_name(p) for p in run_paths),
         )
     )
+    members = sorted({str(k).rsplit("_r", 1)[0] for k in run.realization.values})
+    ds.attrs.update(identity_attrs(config, freq, experiment,
+                                   run.attrs.get("driving_source_id") or run.attrs.get("aid_source"), members))
     ds.attrs["title"] = f"Ensemble statistics of xclim extremes indices, {experiment}"
     return write_cf(ds, out_path)
 

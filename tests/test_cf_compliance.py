@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,42 @@ def one_file_per_kind(out: Path, cfg: dict) -> dict[str, Path]:
     }
 
 
+def time_method(cell_methods: str) -> str:
+    """The method CF cell_methods give the time dimension (``area: mean time: maximum`` -> maximum)."""
+    m = re.search(r"\btime:\s+(?:[A-Za-z_]+:\s+)*([a-z_]+)", cell_methods)
+    assert m, cell_methods
+    return m[1]
+
+
+def test_every_deliverable_kind_says_what_it_is(pipeline) -> None:
+    """The CORDEX-CMIP6 identity on every kind: ``frequency``, ``domain_id``, ``driving_*``, and per
+    variable the cell_methods of the CMIP6 day table (tasmax the daily maximum, not a mean)."""
+    import xarray as xr
+
+    from aid.deliverables import VARIABLES
+
+    out, cfg = pipeline
+    source, member = cfg["search"]["sources"][0], cfg["search"]["members"][0]
+    scenario = next(e for e in cfg["search"]["experiments"] if e != "historical")
+    expected = {"downscaled": ("day", "historical"), "baseline": ("day", "historical"),
+                "indices": ("yr", scenario), "ensemble": ("yr", scenario), "adjusted": ("day", scenario)}
+    for kind, path in one_file_per_kind(out, cfg).items():
+        ds = xr.open_dataset(path, decode_times=False)
+        a = ds.attrs
+        freq, experiment = expected[kind]
+        assert (a["frequency"], a["domain_id"]) == (freq, cfg["domain"]["id"]), kind
+        assert (a["driving_source_id"], a["driving_experiment_id"]) == (source, experiment), kind
+        assert member in a["driving_variant_label"].split(), kind
+        for var in ds.data_vars:
+            if "time" not in ds[var].dims or var.endswith("_bnds"):
+                continue
+            cm = ds[var].attrs["cell_methods"]
+            if var in VARIABLES:
+                assert time_method(cm) == time_method(VARIABLES[var].cell_methods), (kind, var, cm)
+            else:  # an index: a statistic over the days of each year
+                assert time_method(cm), (kind, var, cm)
+
+
 def test_every_deliverable_kind_passes_the_cf_checker(pipeline, tmp_path) -> None:
     from aid.join_years import join_years
 
@@ -89,18 +126,23 @@ def test_every_deliverable_kind_passes_the_cf_checker(pipeline, tmp_path) -> Non
 
 
 def test_checker_finds_what_aid_would_break(pipeline, tmp_path) -> None:
-    """The checker is live on these files: a deliverable with a wrong unit and a wrong standard
-    name (the mistakes this issue fixed) fails it with errors."""
+    """The checker is live on these files: a deliverable with pr in mm d-1 under the standard name
+    precipitation_flux (the unit mistake this issue fixed), and one with a standard name not in the
+    table, each fail it with an error about that attribute."""
     import shutil
 
     import netCDF4
 
     out, cfg = pipeline
     good = one_file_per_kind(out, cfg)["downscaled"]
-    bad = tmp_path / good.name
-    shutil.copy(good, bad)
-    with netCDF4.Dataset(bad, "a") as nc:
-        nc["pr"].units = "mm per day"
-        nc["pr"].standard_name = "precipitation_rate_of_rain"
-    errors, _ = cf_results(bad)
-    assert any("units" in e for e in errors) and any("standard_name" in e for e in errors), errors
+    found = {}
+    for attr, value in (("units", "mm d-1"), ("standard_name", "precipitation_rate_of_rain")):
+        bad = tmp_path / attr / good.name
+        bad.parent.mkdir()
+        shutil.copy(good, bad)
+        with netCDF4.Dataset(bad, "a") as nc:
+            nc["pr"].setncattr(attr, value)
+        errors, _ = cf_results(bad)
+        found[attr] = errors
+        assert any(attr in e for e in errors), (attr, errors)
+    log.info("checker errors on broken copies: %s", found)
