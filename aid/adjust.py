@@ -598,7 +598,7 @@ def adjust_files(
 ) -> Path:
     """Rule ``adjust``: all variables of one (source, experiment, member), all years, one dataset."""
     from aid.io import write_netcdf
-    from aid.provenance import provenance_attrs, relpath_or_name
+    from aid.provenance import append_history, provenance_attrs, relpath_or_name
 
     trained, meta = load_trained(trained_path)
     sims: dict[str, xr.DataArray] = {}
@@ -638,6 +638,10 @@ def adjust_files(
     counts["inverted_input_days"] = inverted
     for var in ds.data_vars:
         derived = ranged and var in ("tasmin", "tas")
+        # each variable keeps its own CF metadata (tasmax: time: maximum), whatever the fixes copied
+        ds[var].attrs = dict(sims[var].attrs)
+        if ds[var].attrs.get("units") == "K":
+            ds[var].attrs["units_metadata"] = "temperature: on_scale"
         src = {"tasmin": "dtr", "tas": "tas_position"}[var] if derived else var
         vm = meta["variables"].get(src, {})
         ba = {
@@ -660,16 +664,42 @@ def adjust_files(
         if "jitter_under" in vm:
             ba["jitter_under_thresh"] = vm["jitter_under"]
         ds[var].attrs["bias_adjustment"] = json.dumps(ba, sort_keys=True)
-    ds.attrs.update({k: v for k, v in first.attrs.items() if k not in ("units", "standard_name", "long_name")})
+    ds.attrs.update(coarse_identity(sim_paths[0], config))
     ba_global = {"variables": {v: json.loads(ds[v].attrs["bias_adjustment"]) for v in ds.data_vars},
                  "consistency_fixes": counts}
     ds.attrs.update(provenance_attrs("adjust", adjust_factors=relpath_or_name(trained_path),
                                      consistency_fixes=json.dumps(counts, sort_keys=True)))
     ds.attrs["bias_adjustment"] = json.dumps(ba_global, sort_keys=True)
     ds.attrs["calendar"] = calendar_of(first)
-    ds.attrs.pop("variable_id", None)
+    ds.attrs["history"] = append_history(ds.attrs, f"adjust ({', '.join(sorted(set(filter(None, (b['method'] for b in ba_global['variables'].values())))))}) written as {Path(out_path).name}")
     cal = calendar_of(first)
     if "time" in ds.variables:
         ds["time"].encoding.update({"calendar": cal, "units": "days since 1850-01-01"})
     log.info("adjusted %s; consistency fixes %s", list(ds.data_vars), counts)
-    return write_netcdf(ds, out_path, encoding={v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
+    # CF 2.5.1: coordinate variables carry no _FillValue
+    enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars} | {c: {"_FillValue": None} for c in ds.coords}
+    return write_netcdf(ds, out_path, encoding=enc)
+
+
+#: Global attributes of a regridded GCM file that say which run it is, renamed to the CORDEX-CMIP6
+#: ``driving_*`` names, so every stage after ``adjust`` (deliverables' driving attributes) finds them.
+_DRIVING_KEYS = {"source_id": "driving_source_id", "experiment_id": "driving_experiment_id",
+                 "variant_label": "driving_variant_label", "institution_id": "driving_institution_id",
+                 "aid_source_tracking_id": "driving_tracking_id", "tracking_id": "driving_tracking_id"}
+
+
+def coarse_identity(path: str | os.PathLike[str], config: Mapping[str, Any]) -> dict[str, str]:
+    """Global attributes of the adjusted file: CF ``Conventions``/``title``, the ``frequency`` and
+    ``domain_id`` it is cut to, and the driving run's identity (:data:`_DRIVING_KEYS`) from the
+    regridded input, whose own history the adjusted file continues."""
+    from aid.io import open_dataset
+
+    src = open_dataset(path, chunks=None).attrs
+    out = {new: " ".join(str(src[old]).split()) for old, new in _DRIVING_KEYS.items() if src.get(old)}
+    out.update({k: str(src[k]) for k in ("institution", "license", "further_info_url", "history") if src.get(k)})
+    out["Conventions"] = "CF-1.11"
+    out["frequency"] = str(src.get("frequency", "day"))
+    out["domain_id"] = str(config.get("domain", {}).get("id", ""))
+    out["title"] = (f"bias-adjusted coarse input: {out.get('driving_source_id', '?')} "
+                    f"{out.get('driving_experiment_id', '?')} {out.get('driving_variant_label', '?')}")
+    return out

@@ -81,7 +81,9 @@ def _file_facets(path: Path) -> tuple[dict[str, Any], list[str], str, str]:
             attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
             bounds = {str(v.getncattr("bounds")) for v in nc.variables.values() if "bounds" in v.ncattrs()}
             coords = set(nc.dimensions) | bounds | {"time_bnds", "lat_bnds", "lon_bnds", "statistic"}
-            names = [n for n, v in nc.variables.items() if n not in coords and v.ndim >= 1 and v.dtype.kind == "f"]
+            # string variables (the ensemble files' statistic labels) report the type ``str`` as dtype
+            names = [n for n, v in nc.variables.items()
+                     if n not in coords and v.ndim >= 1 and v.dtype is not str and v.dtype.kind == "f"]
             start = end = ""
             if "time" in nc.variables and nc.variables["time"].size:
                 tv = nc.variables["time"]

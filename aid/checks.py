@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from aid.deliverables import normalise_calendar, parse_name, year_days
+from aid.deliverables import VARIABLES, normalise_calendar, to_file_units, year_days
 from aid.errors import DataError
 from aid.io import open_dataset, write_text
-from aid.naming import BASELINE_ID, MODEL_ID
+from aid.naming import BASELINE_ID, MODEL_ID, parse_name
 from aid.physics import order_pairs, order_violations
-from aid.variables import TEMPERATURES, VARIABLES
+from aid.variables import TEMPERATURES
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ def check_file(path: str | os.PathLike[str], facets: Mapping[str, str]) -> tuple
         violations.append(f"{path}: {int(nan.sum())} missing/NaN value(s) of {var} inside the domain "
                           f"(first {_where(da, nan)}).")
     if meta is not None:
-        lo, hi = meta.bounds
-        below, above = meta.out_of_bounds(vals)
+        # the registry's bounds are in aid's internal unit; values and messages stay in the file's
+        lo, hi = (float(x) for x in to_file_units(var, np.asarray(meta.valid_range)))
+        below = vals < lo
+        above = vals > hi
         if below.any():
             what = "pr < 0" if var == "pr" and lo == 0 else f"{var} < {lo:g} {meta.units}"
             violations.append(f"{path}: {int(below.sum())} value(s) of {what} (min {float(np.nanmin(vals)):.6g} "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,9 @@ from aid.catalog_out import catalog_row, write_catalog
 from aid.errors import DataError
 from aid.io import atomic_path
 from aid.manifest import value_ranges, write_sha256sums
+from aid.naming import parse_ensemble_name, parse_index_path
 
 log = logging.getLogger(__name__)
-
-_SAMPLE = re.compile(r"^r(\d+)\.nc$")
 
 
 def _parts(path: str | os.PathLike[str], n: int, what: str) -> list[str]:
@@ -61,15 +59,18 @@ def catalog_rows(
     rows = [catalog_row(p, "downscaled", config) for p in downscaled]
     rows += [catalog_row(p, "baseline", config) for p in baseline]
     for p in indices:
-        source, experiment, member, name = _parts(p, 4, "indices/<source>/<experiment>/<member>/r<N>.nc")
-        m = _SAMPLE.match(name)
-        if not m:
-            raise DataError(f"{p}: index file name is not r<sample>.nc.", "pass the files the indices rule wrote.")
-        rows.append(catalog_row(p, "indices", config, source=source, experiment=experiment, member=member,
-                                sample=int(m.group(1))))
+        f = parse_index_path(p)
+        if f is None:
+            raise DataError(f"{p}: not an index file path (indices/<source>/<experiment>/<member>/r<sample>.nc).",
+                            "pass the files the indices rule wrote.")
+        rows.append(catalog_row(p, "indices", config, source=f["source"], experiment=f["experiment"],
+                                member=f["member"], sample=int(f["sample"])))
     for p in ensemble:
-        source, _, experiment = Path(p).stem.partition("_")
-        rows.append(catalog_row(p, "ensemble", config, source=source, experiment=experiment))
+        f = parse_ensemble_name(p)
+        if f is None:
+            raise DataError(f"{p}: not an ensemble statistics file (<source>_<experiment>.nc).",
+                            "pass the files the ensemble_stats rule wrote.")
+        rows.append(catalog_row(p, "ensemble", config, source=f["source"], experiment=f["experiment"]))
     gcm = _gcm_attrs(regridded)
     for p in adjusted:
         source, experiment, name = _parts(p, 3, "adjusted/<source>/<experiment>/<member>.nc")

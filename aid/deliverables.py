@@ -17,20 +17,21 @@ Conventions (CORDEX-CMIP6 archive specifications for dynamical downscaling, adap
   ``creation_date``, ``tracking_id``, ``further_info_url``; aid provenance as ``aid_*`` attributes
   (checkpoint sha256, sampler settings, version, calendar, tasmin/tas/tasmax fixes) and the
   ``bias_adjustment*`` attributes of the adjusted input copied verbatim.
-* ``tracking_id`` is ``hdl:21.14103/<uuid5>`` with the uuid derived from everything that determines
-  the data (file name, checkpoint hash, sampler settings, driving data identity, aid version), so a
-  rerun writes the same identifier; only ``creation_date`` differs between reruns.
+* ``tracking_id`` is a uuid5 derived from everything that determines the data (file name,
+  checkpoint hash, sampler settings, driving data identity, aid version), so a rerun writes the
+  same identifier; only ``creation_date`` differs between reruns. It carries no handle prefix
+  unless ``deliverables.tracking_prefix`` gives one the user owns: ``hdl:21.14103/`` is CORDEX's
+  ESGF prefix, minted by the ESGF publisher, not by producers.
 * float32 data, ``_FillValue`` = ``missing_value`` = 1e20; time in ``days since 1950-01-01`` in the
   driving model's calendar (noleap, 360_day, standard ...) with daily stamps at 12:00 and
   ``time_bnds`` [00:00, next day 00:00]; ``lat``/``lon`` with ``lat_bnds``/``lon_bnds``, CF
   ``standard_name``/``units``/``axis``.
 
-**Units.** Temperatures in K and winds in m s-1 as in the CMIP6/CORDEX tables. Precipitation is
-delivered in **mm d-1** with CF standard name ``lwe_precipitation_rate`` (whose canonical unit m s-1
-is dimensionally compatible with mm d-1), not as ``precipitation_flux`` in kg m-2 s-1 as the
-CORDEX tables ask: mm d-1 is aid's working unit everywhere (reference, adjusted inputs, model,
-evaluation, which compares the values directly), and xclim (indices stage) converts any precipitation
-unit itself. To get CORDEX units multiply by 1/86400 (1 mm of water over 1 m2 weighs 1 kg).
+**Units.** As the CORDEX-CMIP6 data request asks: temperatures in K, winds in m s-1, precipitation
+as ``precipitation_flux`` in kg m-2 s-1. aid works in mm d-1 (reference, adjusted inputs, model,
+evaluation); :meth:`DeliverableSet.write` divides by 86400 at write time (1 mm of water over 1 m2
+weighs 1 kg) and :func:`to_internal_units` multiplies back for every reader of the files.
+``VariableMeta.valid_range`` is in the internal unit.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +49,7 @@ import cftime
 import numpy as np
 
 from aid.errors import ConfigError, DataError
-from aid.naming import MEMBER_RE, deliverable_name
+from aid.naming import days_range, deliverable_name, parse_name, source_calendar, years_range
 from aid.variables import VARIABLES as REGISTRY
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,6 @@ CONVENTIONS = "CF-1.11"
 PROJECT_ID = "CORDEX-CMIP6"
 ACTIVITY_ID = "DD"
 LICENSE = "https://cordex.org/data-access/cordex-cmip6-data/cordex-cmip6-terms-of-use"
-#: Handle prefix of CORDEX-CMIP6 tracking ids.
-TRACKING_PREFIX = "hdl:21.14103/"
 #: Namespace of aid's deterministic tracking ids (uuid5 of the content identity).
 TRACKING_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://cordex.org/aid/tracking_id")
 #: More files than this are reopened per write instead of being kept open (file-handle limits).
@@ -79,7 +77,9 @@ class VariableMeta:
     """CF metadata and physically possible range of one delivered variable.
 
     ``valid_range`` is what the checks stage calls physically impossible outside (not a climate
-    plausibility range): it catches unit mix-ups (mm d-1 vs kg m-2 s-1, degC vs K) and blow-ups.
+    plausibility range), in ``internal_units``: it catches unit mix-ups (mm d-1 vs kg m-2 s-1,
+    degC vs K) and blow-ups. ``units`` is the unit in the files; ``internal_units`` (None: the same)
+    the one aid computes in.
     """
 
     standard_name: str
@@ -88,30 +88,24 @@ class VariableMeta:
     cell_methods: str
     valid_range: tuple[float, float]
     comment: str | None = None
+    internal_units: str | None = None
 
 
 #: Derived from the registry (:mod:`aid.variables`): the one home of units, bounds and CF names.
 VARIABLES: dict[str, VariableMeta] = {
-    name: VariableMeta(v.standard_name, v.long_name, v.units, v.cell_methods, v.bounds, v.comment)
+    name: VariableMeta(
+        v.cmip_standard_name, v.long_name, v.cmip_units, v.cell_methods, v.bounds,
+        v.comment if v.cmip_units == v.units
+        else f"daily mean {v.long_name.lower()} flux (liquid and solid); 1 {v.cmip_units} = 86400 {v.units}",
+        internal_units=None if v.cmip_units == v.units else v.units)
     for name, v in REGISTRY.items()
 }
 
-_NAME_RE = re.compile(
-    r"^(?P<variable>[A-Za-z]+)_(?P<domain>[A-Za-z0-9-]+)_(?P<source>[A-Za-z0-9-]+)_(?P<experiment>[A-Za-z0-9-]+)_"
-    rf"(?P<member>{MEMBER_RE})_(?P<institution>[A-Za-z0-9-]+)_(?P<model>[A-Za-z0-9-]+)_(?P<version>v\d+)"
-    r"-r(?P<sample>\d+)_day_(?P<start>\d{8})-(?P<end>\d{8})\.nc$"
-)
 
 
 # ----------------------------------------------------------------------------------------------
 # Names
 # ----------------------------------------------------------------------------------------------
-def parse_name(path: str | os.PathLike[str]) -> dict[str, str] | None:
-    """Facets of a deliverable file name (variable, domain, source, ..., sample, start, end); None if not one."""
-    m = _NAME_RE.match(Path(path).name)
-    return m.groupdict() if m else None
-
-
 def map_outputs(
     config: Mapping[str, Any],
     outputs: Sequence[str | os.PathLike[str]],
@@ -125,9 +119,10 @@ def map_outputs(
 
     Why strict: the paths come from Snakemake (``aid.naming.deliverable_patterns``) or the CLI; a
     path whose name does not render back exactly through :func:`aid.naming.deliverable_name` for
-    this job (other year, domain, member, model) would receive the wrong data.
+    this job (other year, domain, member, model, calendar) would receive the wrong data.
     """
     ds = config["downscale"]
+    time_range = years_range(int(year), int(year), source_calendar(config, source))
     out: dict[tuple[str, int], Path] = {}
     for p in outputs:
         facets = parse_name(p)
@@ -135,13 +130,12 @@ def map_outputs(
         if facets is not None:
             expected = deliverable_name(
                 facets["variable"], config["domain"]["id"], source, experiment, member,
-                ds.get("institution_id", "AID"), ds.get("product_version", "v1"), int(facets["sample"]), int(year),
-                model=model,
+                ds["institution_id"], ds["product_version"], int(facets["sample"]), time_range, model=model,
             )
         if facets is None or Path(p).name != expected:
             raise ConfigError(
                 f"output {p}: not a deliverable name of job {source}/{experiment}/{member}/{year} "
-                f"(model {model}, domain {config['domain']['id']}).",
+                f"(model {model}, domain {config['domain']['id']}, time range {time_range}).",
                 "pass the paths from aid.naming.deliverable_paths for this job.",
             )
         key = (facets["variable"], int(facets["sample"]))
@@ -153,6 +147,58 @@ def map_outputs(
     if not out:
         raise ConfigError(f"job {source}/{experiment}/{member}/{year}: no outputs requested.", "pass the output paths.")
     return out
+
+
+def check_time_range(targets: Mapping[tuple[str, int], Path], days: Sequence[Any], calendar: str, source: str) -> None:
+    """Refuse file names whose ``<start>-<end>`` are not the first and last day of the data.
+
+    Why: names are made before the data exist (the workflow plans them); a 360_day source not
+    declared in ``deliverables.calendars`` would otherwise be named as ending on 31 December.
+    """
+    have = days_range(days[0], days[-1])
+    for p in targets.values():
+        facets = parse_name(p)
+        if facets is None or f"{facets['start']}-{facets['end']}" != have:
+            raise ConfigError(
+                f"output {p}: the name's time range is not {have}, the first and last day of the data "
+                f"({normalise_calendar(calendar)} calendar).",
+                f"set config deliverables.calendars: {{{source}: {normalise_calendar(calendar)}}}.",
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Units
+# ----------------------------------------------------------------------------------------------
+#: Factor from an internal unit to a file unit (value_in_file = value_internal * factor).
+_FILE_FACTOR: dict[tuple[str, str], float] = {("mm d-1", "kg m-2 s-1"): 1.0 / 86400.0}
+
+
+def _factor(meta: VariableMeta) -> float:
+    if meta.internal_units is None or meta.internal_units == meta.units:
+        return 1.0
+    return _FILE_FACTOR[(meta.internal_units, meta.units)]
+
+
+def to_file_units(variable: str, values: np.ndarray) -> np.ndarray:
+    """Internal values of ``variable`` in the unit its files carry (float32)."""
+    f = _factor(VARIABLES[variable])
+    values = np.asarray(values, dtype="f4")
+    return values if f == 1.0 else (values.astype("f8") * f).astype("f4")
+
+
+def to_internal_units(da: Any, variable: str | None = None) -> Any:
+    """A variable read from a deliverable (xarray DataArray), in aid's internal unit.
+
+    Arrays already in the internal unit (reference files, older deliverables) are returned as they are;
+    an unknown unit is left to the caller's own unit check.
+    """
+    meta = VARIABLES.get(variable or str(da.name))
+    if meta is None or meta.internal_units is None or da.attrs.get("units") != meta.units:
+        return da
+    out = da / _factor(meta)
+    out.attrs = {**da.attrs, "units": meta.internal_units}
+    out.encoding = dict(da.encoding)
+    return out.astype(da.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,10 +242,10 @@ def cell_bounds(centres: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Attributes
 # ----------------------------------------------------------------------------------------------
-def tracking_id(*identity: Any) -> str:
-    """``hdl:21.14103/<uuid5>`` of the content identity: identical inputs give identical ids."""
+def tracking_id(prefix: str | None, *identity: Any) -> str:
+    """uuid5 of the content identity (identical inputs give identical ids), after the user's ``prefix``."""
     key = "|".join(str(x) for x in identity)
-    return TRACKING_PREFIX + str(uuid.uuid5(TRACKING_NAMESPACE, key))
+    return (prefix or "") + str(uuid.uuid5(TRACKING_NAMESPACE, key))
 
 
 def driving_attributes(coarse_attrs: Mapping[str, Any], config: Mapping[str, Any], source: str,
@@ -250,7 +296,7 @@ def global_attributes(
 ) -> dict[str, str]:
     """Every global attribute of one deliverable (see module docstring)."""
     import aid
-    from aid.provenance import provenance_attrs
+    from aid.provenance import append_history, provenance_attrs
 
     ds = config["downscale"]
     inst = ds.get("institution_id", "AID")
@@ -286,8 +332,10 @@ def global_attributes(
         "contact": f"{inst} (see further_info_url)",
         "further_info_url": (f"https://furtherinfo.es-doc.org/{PROJECT_ID}.{inst}.{model}.{source}.{experiment}."
                              f"{member}"),
-        "tracking_id": tracking_id(file_name, *identity),
+        "tracking_id": tracking_id(config["deliverables"]["tracking_prefix"], file_name, *identity),
     }
+    attrs["history"] = append_history({}, f"{model} {source} {experiment} {member} sample {int(sample)} written as "
+                                           f"{file_name}")
     attrs.update({k: str(v) for k, v in driving.items()})
     attrs.update(provenance_attrs("downscale" if not model.endswith("bicubic") else "baseline",
                                   calendar=normalise_calendar(calendar), **dict(provenance)))
@@ -389,6 +437,8 @@ class DeliverableSet:
                           "cell_methods": meta.cell_methods, "missing_value": FILL_VALUE}
                 if meta.comment:
                     vattrs["comment"] = meta.comment
+                if meta.units == "K":  # CF-1.11 §3.1.2: absolute temperatures, not differences
+                    vattrs["units_metadata"] = "temperature: on_scale"
                 vd.setncatts(vattrs)
                 nc.setncatts(dict(attrs[key]))
             except BaseException:
@@ -414,10 +464,10 @@ class DeliverableSet:
             nc.close()
 
     def write(self, key: tuple[str, int], start: int, values: np.ndarray) -> None:
-        """Write ``values`` (days, lat, lon) at day index ``start`` of file ``key``."""
+        """Write ``values`` (days, lat, lon; internal units) at day index ``start`` of file ``key``."""
         if not self._created:
             raise RuntimeError("DeliverableSet.create() must be called before write()")
-        values = np.asarray(values, dtype="f4")
+        values = to_file_units(key[0], values)
         with self._open(key) as nc:
             v = nc.variables[key[0]]
             v.set_auto_maskandscale(False)

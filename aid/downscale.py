@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from aid.deliverables import (
     DeliverableSet,
+    check_time_range,
     driving_attributes,
     global_attributes,
     map_outputs,
@@ -381,6 +382,7 @@ def downscale_year(
     grid = fine_grid(config)
     dl = dl.for_grid(grid.lat.values, grid.lon.values, static_path)
     coarse = open_coarse(coarse_paths, list(dl.variables), year)
+    check_time_range(targets, coarse.days, coarse.calendar, source)
     samples = sorted({s for _, s in targets})
     seed = int(dcfg["seed"])
     steps, churn, rho, sigma_max = sampler_settings(dcfg, dl.sampler_defaults).values()
@@ -448,6 +450,7 @@ def baseline_year(
     # tasmin/tas/tasmax fix, and hence every written value, does not depend on the output subset.
     variables = list(dict.fromkeys([*config["search"]["variables"], *(v for v, _ in targets)]))
     coarse = open_coarse(coarse_paths, variables, year)
+    check_time_range(targets, coarse.days, coarse.calendar, source)
     fine = fine_grid(config)
 
     def produce(batch: xr.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

@@ -30,7 +30,8 @@ import xarray as xr
 
 from aid.errors import ConfigError, DataError
 from aid.io import open_dataset, write_netcdf
-from aid.naming import MEMBER_RE
+from aid.deliverables import to_internal_units
+from aid.naming import parse_index_path, parse_name
 from aid.provenance import provenance_attrs, relpath_or_name
 from aid.variables import MODEL_VARIABLES, VARIABLES
 
@@ -115,10 +116,6 @@ INDEX_SPECS: dict[str, IndexSpec] = {
 #: Indices whose change is also reported relative to the base period (precipitation amounts).
 RELATIVE_CHANGE = ("RX1day", "RX5day", "PRCPTOT", "SDII")
 
-_FILE_RE = re.compile(
-    r"^(?P<variable>[A-Za-z]+)_(?P<domain>[A-Za-z0-9-]+)_(?P<source>[A-Za-z0-9-]+)_(?P<experiment>[A-Za-z0-9-]+)_"
-    rf"(?P<member>{MEMBER_RE})_[A-Za-z0-9-]+_[A-Za-z0-9-]+_v\d+-r(?P<sample>\d+)_day_\d{{8}}-\d{{8}}\.nc$"
-)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,14 +184,85 @@ def check_index_names(names: Sequence[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+#: CF standard names of the index outputs where xclim's contradict the CF standard-name table
+#: (v93) or the unit: counts of days carry ``days`` but the table's ``number_of_days_*`` names are
+#: dimensionless, and some names are not in the table; None drops it (long_name says what it is).
+INDEX_STANDARD_NAMES: dict[str, str | None] = {
+    "TX90p": None, "TN10p": None, "WSDI": None, "CSDI": None, "SU": None, "FD": None, "ID": None, "TR": None,
+    "R10mm": None, "R20mm": None, "R95pTOT": None,
+    "CDD": "spell_length_of_days_with_lwe_thickness_of_precipitation_amount_below_threshold",
+    "CWD": "spell_length_of_days_with_lwe_thickness_of_precipitation_amount_above_threshold",
+    "RX1day": "lwe_precipitation_rate",  # the largest daily amount, in mm/day
+    "SDII": "lwe_precipitation_rate",
+}
+#: cell_methods ``name:`` parts that name an input variable (xclim's ``tasmax: area: mean ...``),
+#: which CF 7.3 does not allow: only dimensions, scalar coordinates and ``area`` may be named.
+_CM_INPUT_NAME = re.compile(r"\b(?!area:|time:|lat:|lon:)[A-Za-z_][A-Za-z0-9_]*:\s+(?=[A-Za-z_][A-Za-z0-9_]*:)")
+
+
+#: Label variable of the ensemble files' ``statistic`` dimension: CF (4, 5) allows string-valued
+#: coordinates only as auxiliary coordinates, not as the dimension's coordinate variable.
+STAT_LABEL = "statistic_label"
+
+
+def open_index_file(path: str | os.PathLike[str]) -> xr.Dataset:
+    """An index or ensemble file with its ``statistic`` labels as the dimension's index again
+    (``ds[v].sel(statistic="median")``), as before it was written (:func:`write_cf`)."""
+    ds = open_dataset(path, chunks=None)
+    if STAT_LABEL in ds.variables:
+        lab = ds[STAT_LABEL]
+        ds = ds.drop_vars(STAT_LABEL).assign_coords(statistic=("statistic", lab.values.astype(str), lab.attrs))
+    return ds
+
+
+def _cf_variable_attrs(name: str, attrs: dict[str, Any], dims: tuple[str, ...]) -> dict[str, Any]:
+    attrs = dict(attrs)
+    index = str(attrs.get("aid_index", name))
+    if name.endswith("_change_rel"):
+        attrs.pop("standard_name", None)  # a percentage of the base value, not the quantity
+    elif index in INDEX_STANDARD_NAMES:
+        if INDEX_STANDARD_NAMES[index] is None:
+            attrs.pop("standard_name", None)
+        else:
+            attrs["standard_name"] = INDEX_STANDARD_NAMES[index]
+    if "cell_methods" in attrs:
+        cm = _CM_INPUT_NAME.sub("", str(attrs["cell_methods"]))
+        # CF has no percentile method: the statistic is in long_name
+        attrs["cell_methods"] = cm.replace(" time: percentile over days", "").strip()
+        if "time" not in dims:  # climatologies and changes: CF 7.3 names only dimensions there
+            attrs["aid_index_cell_methods"] = attrs.pop("cell_methods")
+    if "climatology" in attrs:  # CF reserves 'climatology' for the time coordinate's bounds variable
+        attrs["aid_base_period"] = attrs.pop("climatology")
+    return attrs
+
+
+def write_cf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write index files as the CF checker accepts them (docs/CF.md): CF standard names and
+    cell_methods (:data:`INDEX_STANDARD_NAMES`), no references to bounds the file does not hold, no
+    fill values on coordinates (CF 5), string labels of ``statistic`` as an auxiliary coordinate
+    (:data:`STAT_LABEL`; :func:`open_index_file` reads them back), a ``history``."""
+    from aid.provenance import append_history
+
+    ds = ds.copy()
+    if "statistic" in ds.coords and ds["statistic"].dtype.kind in "OUS":
+        lab = ds["statistic"]
+        ds = ds.drop_vars("statistic").assign_coords({STAT_LABEL: ("statistic", lab.values.astype(str), lab.attrs)})
+    for name in list(ds.variables):
+        b = ds[name].attrs.get("bounds")
+        if b is not None and b not in ds.variables:
+            ds[name].attrs.pop("bounds")
+    for name in ds.data_vars:
+        ds[name].attrs = _cf_variable_attrs(str(name), ds[name].attrs, tuple(map(str, ds[name].dims)))
+    ds.attrs["Conventions"] = "CF-1.11"
+    ds.attrs["history"] = append_history(ds.attrs, f"{ds.attrs.get('aid_stage', 'indices')} written as {Path(path).name}")
+    return write_netcdf(ds, path, encoding={c: {"_FillValue": None} for c in ds.coords if ds[c].dtype.kind == "f"})
+
+
+# ----------------------------------------------------------------------------------------------
 # Reading inputs
 # ----------------------------------------------------------------------------------------------
-def parse_deliverable_name(path: str | os.PathLike[str]) -> dict[str, str] | None:
-    """Facets (variable, source, experiment, member, sample, ...) of a CORDEX-style file name."""
-    m = _FILE_RE.match(Path(path).name)
-    return m.groupdict() if m else None
-
-
 def load_variables(paths: Sequence[str | os.PathLike[str]], what: str = "run") -> xr.Dataset:
     """Open yearly (or whole-period) files and join them per variable along time.
 
@@ -216,7 +284,8 @@ def load_variables(paths: Sequence[str | os.PathLike[str]], what: str = "run") -
                 raise DataError(f"{p}: variable '{v}' has no 'units' attribute.", "write CF units (K, mm d-1, m s-1).")
             if "time" not in da.dims:
                 raise DataError(f"{p}: variable '{v}' has no time dimension.", "pass daily files with dims (time, lat, lon).")
-            pieces.setdefault(v, []).append(da)
+            # deliverables carry pr in kg m-2 s-1 (CORDEX); every consumer here computes in mm d-1
+            pieces.setdefault(v, []).append(to_internal_units(da, v))
     out = {}
     for v, das in pieces.items():
         da = xr.concat(das, dim="time", join="exact", combine_attrs="override") if len(das) > 1 else das[0]
@@ -353,8 +422,28 @@ def _config_indices(config: Mapping[str, Any]) -> tuple[list[str], str, list[int
     return names, freq, [int(y) for y in ic["base_period"]]
 
 
+#: CMIP ``frequency`` of an index file from its resampling frequency (``indices.freq``); seasons
+#: are ``qtr`` as in the output catalog (aid.catalog_out, xscen's vocabulary; CMIP6 has none).
+FREQUENCY: dict[str, str] = {"YS": "yr", "MS": "mon", "QS-DEC": "qtr"}
+
+
+def identity_attrs(config: Mapping[str, Any], freq: str, experiment: str | None = None, source: str | None = None,
+                   members: Sequence[str] = ()) -> dict[str, str]:
+    """The CORDEX-CMIP6 identity the daily deliverables carry (``frequency``, ``domain_id``,
+    ``driving_*``), for the files derived from them, so a user can tell what an index file
+    summarises without its name. Files of several members list them space-separated."""
+    out = {"frequency": FREQUENCY[freq], "domain_id": str(config.get("domain", {}).get("id", ""))}
+    if source:
+        out["driving_source_id"] = str(source)
+    if experiment:
+        out["driving_experiment_id"] = str(experiment)
+    if members:
+        out["driving_variant_label"] = " ".join(members)
+    return out
+
+
 def _facets(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
-    facets = [parse_deliverable_name(p) for p in paths]
+    facets = [parse_name(p) for p in paths]
     facets = [f for f in facets if f]
     if not facets:
         return {}
@@ -400,9 +489,10 @@ def compute_sample_indices(
             inputs=" ".join(relpath_or_name(p) for p in run_paths),
         )
     )
+    ds.attrs.update(identity_attrs(config, freq, experiment, facets.get("source"),
+                                   [facets["member"]] if "member" in facets else []))
     ds.attrs["title"] = f"xclim extremes indices of {facets.get('source', '?')} {experiment} {facets.get('member', '?')} sample r{facets.get('sample', '?')}"
-    ds.attrs["Conventions"] = "CF-1.9"
-    return write_netcdf(ds, out_path)
+    return write_cf(ds, out_path)
 
 
 def compute_reference_indices(config: Mapping[str, Any], paths: Sequence[str | os.PathLike[str]], out_path: str | os.PathLike[str]) -> Path:
@@ -421,9 +511,9 @@ def compute_reference_indices(config: Mapping[str, Any], paths: Sequence[str | o
             inputs=" ".join(relpath_or_name(p) for p in paths),
         )
     )
+    ds.attrs.update(identity_attrs(config, freq))
     ds.attrs["title"] = "xclim extremes indices of the 0.25 deg reference"
-    ds.attrs["Conventions"] = "CF-1.9"
-    return write_netcdf(ds, out_path)
+    return write_cf(ds, out_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -436,9 +526,9 @@ def _realization_key(path: str | os.PathLike[str], ds: xr.Dataset) -> str:
     member = ds.attrs.get("aid_member")
     sample = ds.attrs.get("aid_sample")
     if member is None or sample is None:
-        m = re.search(rf"(?:^|[/\\])({MEMBER_RE})[/\\]r(\d+)\.nc$", str(path))
-        if m:
-            member, sample = m.group(1), m.group(2)
+        f = parse_index_path(path)
+        if f:
+            member, sample = f["member"], f["sample"]
     if member is None or sample is None:
         raise DataError(f"{path}: cannot tell its member and sample (no aid_member/aid_sample attrs).",
                         "pass index files written by aid.indices.compute_sample_indices.")
@@ -486,7 +576,7 @@ def ensemble_stats(
       its own base climatology (pairs member+sample, so the spread is that of the change);
     - ``X_change_rel`` (percent) for precipitation amounts (:data:`RELATIVE_CHANGE`).
     """
-    _, _, base_period = _config_indices(config)
+    _, freq, base_period = _config_indices(config)
     if not run_paths:
         raise DataError(f"no index files for {out_path}.", "check the indices jobs.")
     run = _open_ensemble(run_paths, experiment)
@@ -540,9 +630,11 @@ def ensemble_stats(
             inputs=" ".join(relpath_or_name(p) for p in run_paths),
         )
     )
-    ds.attrs["Conventions"] = "CF-1.9"
+    members = sorted({str(k).rsplit("_r", 1)[0] for k in run.realization.values})
+    ds.attrs.update(identity_attrs(config, freq, experiment,
+                                   run.attrs.get("driving_source_id") or run.attrs.get("aid_source"), members))
     ds.attrs["title"] = f"Ensemble statistics of xclim extremes indices, {experiment}"
-    return write_netcdf(ds, out_path)
+    return write_cf(ds, out_path)
 
 
 __all__ = [
@@ -556,6 +648,5 @@ __all__ = [
     "ensemble_stats",
     "get_indicator",
     "load_variables",
-    "parse_deliverable_name",
 ]
 

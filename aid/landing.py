@@ -40,7 +40,7 @@ import xarray as xr
 
 from aid.evaluate import metrics as M
 from aid.evaluate.run import UNITS, _date_coord, _in_period, load_ensemble, upsample_coarse
-from aid.indices import RELATIVE_CHANGE, load_variables
+from aid.indices import RELATIVE_CHANGE, load_variables, open_index_file
 from aid.io import open_dataset, write_text
 from aid.provenance import sha256_file
 
@@ -239,7 +239,7 @@ def change_section(ensemble: Mapping[str, str], indices: Sequence[str] = CHANGE_
 
     rows, maps = [], []
     for label, path in ensemble.items():
-        ds = open_dataset(path, chunks=None)
+        ds = open_index_file(path)
         for name in indices:
             rel = name in RELATIVE_CHANGE and f"{name}_change_rel" in ds
             key = f"{name}_change_rel" if rel else f"{name}_change"

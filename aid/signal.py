@@ -37,6 +37,7 @@ SYSTEMS = ("raw", "adjusted", "downscaled")
 
 def _series(paths: Sequence[str | os.PathLike[str]]) -> dict[str, list[xr.DataArray]]:
     """Every (time, lat, lon) variable of ``paths`` per variable name, one entry per file."""
+    from aid.deliverables import to_internal_units
     from aid.io import open_dataset
     from aid.regrid import normalise_coords
 
@@ -45,7 +46,8 @@ def _series(paths: Sequence[str | os.PathLike[str]]) -> dict[str, list[xr.DataAr
         ds = normalise_coords(open_dataset(p, chunks=None))
         for v in ds.data_vars:
             if "time" in ds[v].dims and {"lat", "lon"} <= set(ds[v].dims):
-                out.setdefault(str(v), []).append(ds[v].load())
+                # deliverables carry pr in kg m-2 s-1: every system is compared in aid's internal unit
+                out.setdefault(str(v), []).append(to_internal_units(ds[v].load(), str(v)))
     return out
 
 

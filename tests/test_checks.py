@@ -33,7 +33,7 @@ def test_checks_pass_and_report_fixes(case, baseline_files, tmp_path) -> None:  
         recorded = int(nc.getncattr("aid_temperature_order_fixes"))
     assert on_disk["fixes"]["aid-bicubic r1"]["temperature_order"] == recorded
     pr = next(f for f in on_disk["files"] if f["variable"] == "pr")
-    assert pr["min"] >= 0 and pr["max"] > 5
+    assert pr["units"] == "kg m-2 s-1" and pr["min"] >= 0 and pr["max"] > 5 / 86400  # real rain: > 5 mm d-1
 
 
 def _copy(files: dict, dst: Path) -> dict:

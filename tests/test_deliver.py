@@ -150,7 +150,9 @@ def test_sha256sums_and_value_table(pipeline, pipeline_lock) -> None:
             assert r["n_files"] == len(jobs) * ns and r["n_nan"] == 0
             assert r["n_values"] == sum(365 * 32 * 40 for _ in jobs) * ns
         assert 230 < table.loc[("downscaled", "tasmin"), "min"] < table.loc[("downscaled", "tasmax"), "max"] < 320
-        assert table.loc[("downscaled", "pr"), "min"] >= 0 and table.loc[("downscaled", "pr"), "units"] == "mm d-1"
+        # the files carry CORDEX units (kg m-2 s-1); below 2000 mm d-1 as checks require
+        assert table.loc[("downscaled", "pr"), "min"] >= 0 and table.loc[("downscaled", "pr"), "units"] == "kg m-2 s-1"
+        assert table.loc[("downscaled", "pr"), "max"] < 2000.0 / 86400.0
         assert table.loc[("baseline", "tas"), "n_files"] == len(jobs)
 
 
@@ -229,3 +231,40 @@ def test_report_landing_page_in_chromium(pipeline, tmp_path: Path) -> None:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "landing-1400x1000.png")
         shutil.copy(report, Path(keep) / "report.html")
+
+
+def test_five_year_files_are_what_every_later_stage_reads(tmp_path: Path) -> None:
+    """deliverables.years_per_file 5 on the tiny config: Snakemake plans one join_years job per
+    (model, variable, sample, block), and indices, evaluation and deliver take the joined block files
+    (aid.naming.delivered_paths), not the yearly ones, which become temporary."""
+    import re
+    import sys
+
+    import yaml
+    from workflow_run import ROOT, TINY, tiny_config
+
+    mine = tmp_path / "five.yaml"
+    mine.write_text(yaml.safe_dump({"deliverables": {"years_per_file": 5}}))
+    cfg = tiny_config(tmp_path / "res")
+    cfg["deliverables"]["years_per_file"] = 5
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
+                          str(ROOT / "config/config.yaml"), str(TINY), str(mine), "--config",
+                          f"output_dir={tmp_path / 'res'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    nvar, ns = len(cfg["search"]["variables"]), cfg["downscale"]["n_samples"]
+    blocks = {e: naming.file_blocks(cfg, naming.experiment_years(cfg, e))
+              for e in [*cfg["search"]["experiments"], naming.EVALUATION_EXPERIMENT]}
+    nblocks = sum(len(b) for b in blocks.values())
+    assert re.search(rf"^join_years\s+{nblocks * nvar * (ns + 1)}$", res.stdout, re.M), res.stdout[-3000:]
+    # every block folder is <first>-<last>, and the tiny run's historical 2012-2013 sits in one file
+    assert blocks["historical"] == [(2012, 2013)]
+    hist = naming.delivered_paths(cfg, cfg["search"]["sources"][0], "historical", cfg["search"]["members"][0])
+    assert {p.parent.name for p in hist} == {"2012-2013"} and all(p.name.endswith("_day_20120101-20131231.nc")
+                                                                 for p in hist)
+    for p in hist[:2]:
+        assert str(p) in res.stdout, p  # planned as an output of join_years
+    # the indices read only joined files; the jobs' yearly files are removed once joined and checked
+    inputs = re.findall(r"^rule indices:\n    input: (.*)$", res.stdout, re.M)
+    assert inputs and all(re.search(r"/\d{4}-\d{4}/[^/]+\.nc$", p) for line in inputs for p in line.split(", "))
+    yearly = naming.deliverable_paths(cfg, cfg["search"]["sources"][0], "historical", cfg["search"]["members"][0], 2012)
+    assert f"Would remove temporary output {yearly[('tas', 1)]}" in res.stdout

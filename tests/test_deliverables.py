@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+import uuid
 from pathlib import Path
 
 import netCDF4
@@ -24,8 +25,8 @@ import yaml
 
 from aid import naming
 from aid.config import REPO_ROOT, deep_update, resolve_placeholders, validate
-from aid.deliverables import FILL_VALUE, VARIABLES, year_days
-from aid.errors import DataError
+from aid.deliverables import FILL_VALUE, VARIABLES, to_file_units, year_days
+from aid.errors import ConfigError, DataError
 
 DATA = Path("/work/shared/data/era5")
 SOURCE = "AID-ERA5-DERIVED"
@@ -37,6 +38,15 @@ CORDEX = re.compile(
     r"(?P<member>r\d+i\d+p\d+f\d+)_(?P<inst>[A-Za-z0-9-]+)_(?P<model>aid|aid-bicubic)_(?P<ver>v\d+)-r(?P<sample>\d+)_day_"
     r"(?P<start>\d{8})-(?P<end>\d{8})\.nc$"
 )
+CORDEX_VARS = {
+    "tas": ("K", "air_temperature", "area: time: mean"),
+    "tasmax": ("K", "air_temperature", "area: mean time: maximum"),
+    "tasmin": ("K", "air_temperature", "area: mean time: minimum"),
+    "pr": ("kg m-2 s-1", "precipitation_flux", "area: time: mean"),
+    "uas": ("m s-1", "eastward_wind", "area: time: mean"),
+    "vas": ("m s-1", "northward_wind", "area: time: mean"),
+    "sfcWind": ("m s-1", "wind_speed", "area: time: mean"),
+}
 BIAS_ATTRS = {
     "bias_adjustment": "xsdba QDM (tas, tasmax, tasmin: additive; pr: multiplicative), DQM (uas, vas), group time.month",
     "bias_adjustment_reference_period": "2012-2014",
@@ -92,8 +102,9 @@ def derived_fine(cfg: dict, years: list[int], calendar: str = "noleap") -> xr.Da
     }
     ds = xr.Dataset({k: (("time", "lat", "lon"), v) for k, v in data.items()},
                     coords={"time": days, "lat": grid.lat.values, "lon": grid.lon.values})
-    for v in data:
-        ds[v].attrs = {"units": VARIABLES[v].units, "standard_name": VARIABLES[v].standard_name}
+    for v in data:  # aid's internal units, as the adjust stage writes them
+        ds[v].attrs = {"units": VARIABLES[v].internal_units or VARIABLES[v].units,
+                       "standard_name": VARIABLES[v].standard_name}
     return ds
 
 
@@ -157,13 +168,16 @@ def test_baseline_names_attrs_dims_calendar(case, baseline_files) -> None:
         assert ds[var].attrs["units"] == VARIABLES[var].units
         assert ds[var].attrs["standard_name"] == VARIABLES[var].standard_name
         assert "time: " in ds[var].attrs["cell_methods"]
+        # the CORDEX-CMIP6 data request (CMIP6 day table): unit, standard name, cell_methods per variable
+        assert (ds[var].attrs["units"], ds[var].attrs["standard_name"], ds[var].attrs["cell_methods"]) == CORDEX_VARS[var]
         assert ds[var].encoding["_FillValue"] == FILL_VALUE and ds[var].encoding["missing_value"] == FILL_VALUE
         a = ds.attrs
         assert a["Conventions"] == "CF-1.11" and a["project_id"] == "CORDEX-CMIP6" and a["activity_id"] == "DD"
         assert (a["driving_source_id"], a["driving_experiment_id"], a["driving_variant_label"]) == (SOURCE, EXP, MEMBER)
         assert a["domain_id"] == cfg["domain"]["id"] and a["variable_id"] == var and a["frequency"] == "day"
         assert a["source_id"] == "aid-bicubic" and a["version_realization"] == "v1-r1" and a["mip_era"] == "CMIP6"
-        assert a["tracking_id"].startswith("hdl:21.14103/")
+        # a plain uuid: never minted under CORDEX's registered handle prefix hdl:21.14103/
+        assert "21.14103" not in a["tracking_id"] and str(uuid.UUID(a["tracking_id"])) == a["tracking_id"]
         assert a["driving_tracking_id"] == BIAS_ATTRS["tracking_id"]
         assert a["bias_adjustment"] == BIAS_ATTRS["bias_adjustment"]
         assert a["bias_adjustment_reference_period"] == "2012-2014"
@@ -200,15 +214,15 @@ def test_baseline_values_are_bicubic_of_input_at_the_right_day(case, baseline_fi
     for var, d in (("uas", 0), ("uas", 200), ("pr", 150), ("tas", 364)):
         got = xr.open_dataset(baseline_files[(var, 1)])[var].values[d]
         want = upsample(coarse[[var]].isel(time=[d]).load(), fine_grid(case["cfg"]), "bicubic")[var].values[0]
-        if var == "pr":
-            want = np.maximum(want, 0)
+        if var == "pr":  # delivered in kg m-2 s-1: the internal mm d-1 / 86400
+            want = to_file_units("pr", np.maximum(want, 0))
         np.testing.assert_array_equal(got, want.astype("f4"))
     # bicubic keeps the large-scale field: domain mean within 0.3 K of the fine truth it was coarsened from
     tas = xr.open_dataset(baseline_files[("tas", 1)])["tas"].values
     assert abs(float(tas.mean()) - float(case["fine"]["tas"].mean())) < 0.3
     tx = xr.open_dataset(baseline_files[("tasmax", 1)])["tasmax"].values
     tn = xr.open_dataset(baseline_files[("tasmin", 1)])["tasmin"].values
-    pr = xr.open_dataset(baseline_files[("pr", 1)])["pr"].values
+    pr = xr.open_dataset(baseline_files[("pr", 1)])["pr"].values * 86400.0  # mm d-1
     assert np.all(tn <= tas) and np.all(tas <= tx) and pr.min() >= 0 and pr.max() > 5  # real rain survives
 
 
@@ -274,7 +288,8 @@ def test_year_absent_names_the_file(case, tmp_path) -> None:
 
 @pytest.mark.parametrize("keep_open", [True, False])
 def test_writer_roundtrip_and_abort(tmp_path, monkeypatch, keep_open) -> None:
-    """Values read back equal the float32 written (pr in mm d-1 too); an exception removes every file.
+    """Values read back equal the float32 written (pr: mm d-1 in, kg m-2 s-1 in the file, the value / 86400);
+    an exception removes every file.
 
     ``keep_open=False`` is the path taken for jobs with more than MAX_OPEN_FILES outputs.
     """
@@ -294,8 +309,11 @@ def test_writer_roundtrip_and_abort(tmp_path, monkeypatch, keep_open) -> None:
             out.write(("tas", 1), b, 280 + pr[b:b + 100])
         out.update_attrs(("pr", 1), {"aid_pr_negative_fixes": 0})
     ds = xr.open_dataset(targets[("pr", 1)], decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
-    np.testing.assert_array_equal(ds["pr"].values, pr)
-    assert ds["pr"].attrs["units"] == "mm d-1" and ds.attrs["aid_pr_negative_fixes"] == "0"
+    np.testing.assert_array_equal(ds["pr"].values, (pr.astype("f8") / 86400.0).astype("f4"))
+    np.testing.assert_allclose(ds["pr"].values.astype("f8") * 86400.0, pr, rtol=1e-6)
+    assert ds["pr"].attrs["units"] == "kg m-2 s-1" and ds["pr"].attrs["standard_name"] == "precipitation_flux"
+    assert ds.attrs["aid_pr_negative_fixes"] == "0"
+    np.testing.assert_array_equal(xr.open_dataset(targets[("tas", 1)])["tas"].values, 280 + pr)  # K unchanged
     assert ds.time.dt.calendar == "360_day" and str(ds.time.values[-1])[:10] == "2001-12-30"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pr.nc", "tas.nc"]
 
@@ -305,3 +323,69 @@ def test_writer_roundtrip_and_abort(tmp_path, monkeypatch, keep_open) -> None:
         out.write(("pr", 2), 0, pr[:100])
         raise RuntimeError("boom")
     assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_360_day_names_end_on_the_30th(case, tmp_path) -> None:
+    """A 360_day driving model: the file is named ...1230 and holds 360 days ending on 30 December;
+    a source whose calendar the config does not declare is refused before anything is written."""
+    from aid.downscale import baseline_year
+
+    cfg = copy.deepcopy(case["cfg"])
+    cfg["output_dir"] = str(tmp_path / "results")
+    fine = derived_fine(cfg, [YEAR], calendar="360_day")
+    src = write_coarse(cfg, fine, tmp_path / "adjusted360.nc")
+    undeclared = naming.deliverable_paths(cfg, "HadGEM3-GC31-MM", "ssp245", MEMBER, YEAR, baseline=True)
+    with pytest.raises(ConfigError, match=r"deliverables\.calendars: \{HadGEM3-GC31-MM: 360_day\}"):
+        baseline_year(cfg, src, "HadGEM3-GC31-MM", "ssp245", MEMBER, YEAR, [str(p) for p in undeclared.values()])
+    assert not any(p.exists() for p in undeclared.values())
+    cfg["deliverables"]["calendars"] = {"HadGEM3-GC31-MM": "360_day"}
+    paths = naming.deliverable_paths(cfg, "HadGEM3-GC31-MM", "ssp245", MEMBER, YEAR, baseline=True)
+    baseline_year(cfg, src, "HadGEM3-GC31-MM", "ssp245", MEMBER, YEAR, [str(p) for p in paths.values()])
+    p = paths[("tas", 1)]
+    assert p.name.endswith(f"_day_{YEAR}0101-{YEAR}1230.nc")
+    ds = xr.open_dataset(p, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
+    assert ds.time.dt.calendar == "360_day" and ds.sizes["time"] == 360
+    assert str(ds.time.values[-1])[:10] == f"{YEAR}-12-30"
+
+
+def test_tracking_prefix_is_the_users(case, tmp_path) -> None:
+    from aid.downscale import baseline_year
+
+    cfg = copy.deepcopy(case["cfg"])
+    cfg["output_dir"] = str(tmp_path / "results")
+    cfg["deliverables"]["tracking_prefix"] = "hdl:21.T99999/"
+    paths = naming.deliverable_paths(cfg, SOURCE, EXP, MEMBER, YEAR, baseline=True)
+    baseline_year(cfg, case["adjusted"], SOURCE, EXP, MEMBER, YEAR, [str(paths[("pr", 1)])])
+    tid = xr.open_dataset(paths[("pr", 1)]).attrs["tracking_id"]
+    assert tid.startswith("hdl:21.T99999/") and uuid.UUID(tid.removeprefix("hdl:21.T99999/"))
+
+
+def test_join_years_into_a_cordex_block(case, baseline_files, tmp_path) -> None:
+    """deliverables.years_per_file 5: two yearly files (2013 noleap, 2014) joined into one 2013-2014
+    file of the 2011-2015 block: every value, the time axis and the summed fix counts carried over."""
+    from aid.downscale import baseline_year
+    from aid.join_years import join_years
+
+    cfg = copy.deepcopy(case["cfg"])
+    cfg["output_dir"] = str(tmp_path / "results")
+    fine = derived_fine(cfg, [2014])
+    src = write_coarse(cfg, fine, tmp_path / "adjusted2014.nc")
+    y14 = naming.deliverable_paths(cfg, SOURCE, EXP, MEMBER, 2014, baseline=True)[("tasmax", 1)]
+    baseline_year(cfg, src, SOURCE, EXP, MEMBER, 2014, [str(y14)])
+    y13 = baseline_files[("tasmax", 1)]
+    cfg["deliverables"]["years_per_file"] = 5
+    out = naming.block_paths(cfg, SOURCE, EXP, MEMBER, 2013, 2014, baseline=True)[("tasmax", 1)]
+    assert out.parent.name == "2013-2014" and out.name.endswith("_day_20130101-20141231.nc")
+    join_years(cfg, [str(y14), str(y13)], out)
+    cft = xr.coders.CFDatetimeCoder(use_cftime=True)
+    a, b, j = (xr.open_dataset(p, decode_times=cft) for p in (y13, y14, out))
+    assert j.sizes["time"] == 730 and j.time.dt.calendar == "noleap"
+    np.testing.assert_array_equal(j["tasmax"].values, np.concatenate([a["tasmax"].values, b["tasmax"].values]))
+    np.testing.assert_array_equal(j["time_bnds"].values[365], b["time_bnds"].values[0])
+    assert j["tasmax"].attrs == a["tasmax"].attrs and j["tasmax"].encoding["_FillValue"] == FILL_VALUE
+    assert int(j.attrs["aid_temperature_order_fixes"]) == (int(a.attrs["aid_temperature_order_fixes"])
+                                                          + int(b.attrs["aid_temperature_order_fixes"]))
+    assert j.attrs["tracking_id"] not in (a.attrs["tracking_id"], b.attrs["tracking_id"])
+    assert j.attrs["aid_joined_from"] == f"{y13.name} {y14.name}"
+    with pytest.raises(DataError, match="time range is not"):
+        join_years(cfg, [str(y13)], out)

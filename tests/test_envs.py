@@ -28,7 +28,8 @@ ENV_MODULES: dict[str, tuple[str, ...]] = {
     "fetch": ("aid/demo.py", "aid/catalog.py", "aid/fetch.py", "aid/standardise.py", "aid/io.py", "aid/config.py"),
     "regrid": ("aid/regrid.py", "aid/grids.py", "aid/reference.py", "aid/io.py"),
     "adjust": ("aid/adjust.py", "aid/io.py"),
-    "downscale": ("aid/downscale.py", "aid/model/*.py", "aid/checks.py", "aid/deliverables.py", "aid/io.py"),
+    "downscale": ("aid/downscale.py", "aid/model/*.py", "aid/checks.py", "aid/deliverables.py", "aid/join_years.py",
+                  "aid/io.py"),
     "indices": ("aid/indices.py", "aid/io.py"),
     "evaluate": ("aid/evaluate/*.py", "aid/io.py"),
 }

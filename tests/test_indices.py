@@ -22,9 +22,9 @@ from aid.indices import (
     compute_sample_indices,
     compute_thresholds,
     ensemble_stats,
-    parse_deliverable_name,
+    open_index_file,
 )
-from aid.naming import deliverable_name
+from aid.naming import deliverable_name, parse_name, years_range
 
 CITIES = Path("/work/shared/data/era5/daily_surface_cancities_1990-1993.nc")
 VARS = ["tas", "tasmax", "tasmin", "pr", "uas", "vas"]
@@ -58,7 +58,8 @@ def _write_deliverables(ds: xr.Dataset, root: Path, experiment: str, member: str
     for var in VARS:
         for year in np.unique(ds["time"].dt.year.values):
             sub = ds[[var]].sel(time=str(year))
-            p = root / deliverable_name(var, "CITIES", "ERA5", experiment, member, "AID", "v1", sample, int(year))
+            p = root / deliverable_name(var, "CITIES", "ERA5", experiment, member, "AID", "v1", sample,
+                                           years_range(int(year), int(year), None))
             sub.to_netcdf(p)
             paths.append(p)
     return paths
@@ -128,7 +129,7 @@ def test_sample_indices_scenario_and_ensemble(gridded: xr.Dataset, tmp_path: Pat
                 ds[v] = (ds[v] + offset).assign_attrs(ds[v].attrs)
         hp = _write_deliverables(h, d, "historical", "r1i1p1f1", sample)
         sp = _write_deliverables(s, d, "ssp245", "r1i1p1f1", sample)
-        assert parse_deliverable_name(sp[0])["sample"] == str(sample)
+        assert parse_name(sp[0])["sample"] == str(sample)
         for exp, run, base in (("historical", hp, []), ("ssp245", sp, hp)):
             p = tmp_path / "indices" / "ERA5" / exp / "r1i1p1f1" / f"r{sample}.nc"
             compute_sample_indices(cfg, run, base, exp, p)
@@ -149,7 +150,7 @@ def test_sample_indices_scenario_and_ensemble(gridded: xr.Dataset, tmp_path: Pat
     bases = [out[("historical", s)] for s in (1, 2)]
     ens_path = tmp_path / "ens.nc"
     ensemble_stats(cfg, runs, bases, "ssp245", ens_path)
-    ens = xr.open_dataset(ens_path)
+    ens = open_index_file(ens_path)
     expected = s1["TXx"].mean("time") - h1["TXx"].mean("time")
     for stat in ("p10", "median", "p90"):  # both realizations have the same change
         np.testing.assert_allclose(ens["TXx_change"].sel(statistic=stat).values, expected.values, rtol=1e-5, atol=1e-5)
@@ -158,7 +159,7 @@ def test_sample_indices_scenario_and_ensemble(gridded: xr.Dataset, tmp_path: Pat
     assert ens.attrs["aid_stage"] == "ensemble_stats" and ens.attrs["aid_n_realizations"] == "2"
     # historical vs itself over the same years: change is 0
     ensemble_stats(cfg, bases, bases, "historical", tmp_path / "hist.nc")
-    hist_ens = xr.open_dataset(tmp_path / "hist.nc")
+    hist_ens = open_index_file(tmp_path / "hist.nc")
     np.testing.assert_allclose(hist_ens["TXx_change"].values, 0.0, atol=1e-5)
 
 

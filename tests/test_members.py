@@ -14,10 +14,9 @@ import xarray as xr
 import yaml
 
 from aid.config import deep_update, load_config, load_schema, validate
-from aid.deliverables import parse_name
 from aid.errors import ConfigError, DataError
 from aid.fetch import check_completeness, fetch_dataset
-from aid.naming import MEMBER_RE, deliverable_name
+from aid.naming import MEMBER_RE, deliverable_name, parse_name, years_range
 
 ROOT = Path(__file__).resolve().parents[1]
 CFT = xr.coders.CFDatetimeCoder(use_cftime=True)
@@ -61,7 +60,8 @@ def test_dcpp_member_fetch_and_file_names(dcpp_catalog: Path, shared_data: Path,
     assert ds["tasmax"].values[:, 0, 0] == pytest.approx(want, abs=1e-4)
     assert ds.attrs["aid_dataset_key"] == "DCPP.DWD.MPI-ESM1-2-LR.dcppA-hindcast.s1980-r6i1p1f1.day.tasmax.gn"
     check_completeness([out], cfg, "MPI-ESM1-2-LR", "dcppA-hindcast", "s1980-r6i1p1f1", tmp_path / "c.json")
-    name = deliverable_name("tasmax", "UK-025", "MPI-ESM1-2-LR", "dcppA-hindcast", "s1980-r6i1p1f1", "AID", "v1", 2, 1981)
+    name = deliverable_name("tasmax", "UK-025", "MPI-ESM1-2-LR", "dcppA-hindcast", "s1980-r6i1p1f1", "AID", "v1", 2,
+                            years_range(1981, 1981, None))
     assert parse_name(name) == {"variable": "tasmax", "domain": "UK-025", "source": "MPI-ESM1-2-LR",
                                 "experiment": "dcppA-hindcast", "member": "s1980-r6i1p1f1", "institution": "AID",
                                 "model": "aid", "version": "v1", "sample": "2", "start": "19810101", "end": "19811231"}
@@ -115,7 +115,7 @@ def test_dcpp_member_in_the_workflow_plan(dcpp_catalog: Path, tmp_path: Path) ->
                           f"{tmp_path}/res/fetch/MPI-ESM1-2-LR/dcppA-hindcast/s1980-r6i1p1f1/tasmax.nc",
                           f"{tmp_path}/res/downscale/MPI-ESM1-2-LR/dcppA-hindcast/s1980-r6i1p1f1/1983/"
                           + deliverable_name("tasmax", "UK-025", "MPI-ESM1-2-LR", "dcppA-hindcast", "s1980-r6i1p1f1",
-                                             "AID", "v1", 1, 1983)],
+                                             "AID", "v1", 1, years_range(1983, 1983, None))],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"^catalog\s+1$", res.stdout, re.M), res.stdout

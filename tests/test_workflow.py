@@ -15,6 +15,7 @@ import pytest
 import xarray as xr
 
 from aid import naming
+from aid.indices import open_index_file
 from workflow_run import snakemake  # the `pipeline` fixture is in conftest.py
 
 # The full tiny pipeline (minutes): every test here and in test_faults.py shares one run (the
@@ -78,7 +79,7 @@ def test_checks_and_physics(pipeline) -> None:
 
 def test_indices_evaluation_outputs(pipeline) -> None:
     out, cfg = pipeline
-    ens = xr.open_dataset(out / "indices" / "ensemble" / f"{cfg['search']['sources'][0]}_ssp245.nc")
+    ens = open_index_file(out / "indices" / "ensemble" / f"{cfg['search']['sources'][0]}_ssp245.nc")
     assert "TXx" in ens and "statistic" in ens["TXx"].dims
     assert list(ens["statistic"].values) == ["p10", "median", "p90"]
     assert np.all(ens["TXx"].sel(statistic="p10") <= ens["TXx"].sel(statistic="p90"))

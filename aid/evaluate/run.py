@@ -40,7 +40,8 @@ from aid.evaluate import metrics as M
 from aid.evaluate import plots as P
 from aid.evaluate.properties import property_table
 from aid.evaluate.spectra import radial_power_spectrum, wavelength_km
-from aid.indices import load_variables, parse_deliverable_name
+from aid.indices import load_variables
+from aid.naming import parse_name
 from aid.io import open_dataset, write_text
 from aid.provenance import provenance_attrs
 from aid.variables import MODEL_VARIABLES, VARIABLES
@@ -71,7 +72,7 @@ def load_ensemble(paths: Sequence[str | os.PathLike[str]], what: str) -> dict[st
     """Deliverable files -> per variable a (sample, time, lat, lon) array with date-string time."""
     groups: dict[tuple[str, int], list[str]] = {}
     for p in paths:
-        facets = parse_deliverable_name(p)
+        facets = parse_name(p)
         if facets is None:
             raise DataError(f"{p}: not a deliverable file name ({what}).", "pass files named by aid.naming.deliverable_name.")
         groups.setdefault((facets["variable"], int(facets["sample"])), []).append(str(p))

@@ -24,7 +24,7 @@ import xarray as xr
 
 from aid.errors import DataError
 from aid.io import open_dataset, write_netcdf
-from aid.naming import BASELINE_ID, EVALUATION_EXPERIMENT, EVALUATION_MEMBER, deliverable_name
+from aid.naming import BASELINE_ID, EVALUATION_EXPERIMENT, EVALUATION_MEMBER, days_range, deliverable_name
 from aid.variables import VARIABLES
 
 UK_T2M = "era5/era5-2mt-2019-03-uk.grib"
@@ -73,16 +73,17 @@ def build_sample_evaluation(
     bic = _bicubic(coarse, tas.lat.values, tas.lon.values)
     resid = tas.values - bic
     nt = tas.sizes["time"]
-    year = int(tas["time"].dt.year[0])
+    days = tas.indexes["time"]
+    held = days_range(days[0], days[-1])  # the real first and last day (a March month)
     downscaled, baseline = [], []
     for s in range(1, n_samples + 1):
         member = bic + resid[(np.arange(nt) + 7 * s) % nt]
         p = out / "downscale" / deliverable_name("tas", "UK-025", "ERA5", EVALUATION_EXPERIMENT, EVALUATION_MEMBER,
-                                                 "AID", "v1", s, year)
+                                                 "AID", "v1", s, held)
         write_netcdf(tas.copy(data=member).to_dataset(), p)
         downscaled.append(str(p))
     p = out / "baseline" / deliverable_name("tas", "UK-025", "ERA5", EVALUATION_EXPERIMENT, EVALUATION_MEMBER,
-                                            "AID", "v1", 1, year, model=BASELINE_ID)
+                                            "AID", "v1", 1, held, model=BASELINE_ID)
     write_netcdf(tas.copy(data=bic).to_dataset(), p)
     baseline.append(str(p))
 

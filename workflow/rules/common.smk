@@ -15,6 +15,8 @@ EVAL_MEMBER = naming.EVALUATION_MEMBER
 HIST = "historical"
 NSAMPLES = int(config["downscale"]["n_samples"])
 DEMO = bool(config["demo_archive"]["enabled"])
+#: 1: the downscale jobs' yearly files are the deliverables; 5: rule join_years makes CORDEX 5-year files.
+YEARS_PER_FILE = int(config["deliverables"]["years_per_file"])
 
 
 wildcard_constraints:
@@ -24,6 +26,7 @@ wildcard_constraints:
     variable=r"[A-Za-z]+",
     year=r"\d{4}",
     sample=r"\d+",
+    end=r"\d{8}",
 
 
 def cfg_slice(*paths):
@@ -34,7 +37,9 @@ def cfg_slice(*paths):
 
 #: What the downscaling jobs' files are named from (aid.naming.deliverable_paths), besides the model.
 NAMING_KEYS = ("output_dir", "domain.id", "search.variables", "downscale.product_version",
-               "downscale.institution_id")
+               "downscale.institution_id", "deliverables.calendars")
+#: What the deliverables' identity attributes are made from, besides the data (tracking_id).
+IDENTITY_KEYS = ("deliverables.tracking_prefix",)
 #: The adjust keys training the factors reads (the adjust rule gets the whole section).
 ADJUST_TRAIN_KEYS = ("adjust.reference_period", "adjust.calendar", "adjust.group", "adjust.window",
                      "adjust.nquantiles", "adjust.methods", "adjust.multivariate", "adjust.temperatures",
@@ -87,14 +92,18 @@ def deliverables(source, experiment, member, year, baseline=False):
     return [str(p) for p in naming.deliverable_paths(config, source, experiment, member, year, baseline).values()]
 
 
-def sample_deliverables(source, experiment, member, sample, experiment_years=None):
-    """All yearly files of one (source, experiment, member, sample), keyed by variable."""
-    ys = experiment_years or years(experiment)
-    out = {v: [] for v in VARS}
-    for y in ys:
-        for (v, s), p in naming.deliverable_paths(config, source, experiment, member, y).items():
-            if s == int(sample):
-                out[v].append(str(p))
+def delivered(source, experiment, member, baseline=False, sample=None, years_=None):
+    """Every delivered file of one (source, experiment, member), optionally of one sample or of the
+    blocks holding some years: yearly or multi-year files (deliverables.years_per_file)."""
+    paths = naming.delivered_paths(config, source, experiment, member, baseline, years_)
+    return [str(p) for p in paths if sample is None or int(naming.parse_name(p)["sample"]) == int(sample)]
+
+
+def all_delivered(baseline=False):
+    """Every delivered file of the run, the evaluation run included."""
+    out = [p for s in SOURCES for e in EXPERIMENTS for m in MEMBERS for p in delivered(s, e, m, baseline)]
+    if config["downscale"]["evaluation_run"]:
+        out += delivered(REF, EVAL_EXP, EVAL_MEMBER, baseline)
     return out
 
 
@@ -125,16 +134,14 @@ def coarse_inputs(wildcards):
 
 
 def index_run_inputs(wildcards):
-    files = sample_deliverables(wildcards.source, wildcards.experiment, wildcards.member, wildcards.sample)
-    return [p for v in VARS for p in files[v]]
+    return delivered(wildcards.source, wildcards.experiment, wildcards.member, sample=wildcards.sample)
 
 
 def index_base_inputs(wildcards):
     """The historical base period of the same member and sample, for percentile thresholds."""
     if wildcards.experiment in (HIST, EVAL_EXP):
         return []
-    files = sample_deliverables(wildcards.source, HIST, wildcards.member, wildcards.sample)
-    return [p for v in VARS for p in files[v]]
+    return delivered(wildcards.source, HIST, wildcards.member, sample=wildcards.sample)
 
 
 def multi_model_inputs(wildcards):
@@ -156,8 +163,8 @@ def evaluation_inputs():
         "reference_indices": f"{OUT}/indices/reference.nc",
     }
     if config["downscale"]["evaluation_run"]:
-        ins["downscaled"] = [p for y in ys for p in deliverables(REF, EVAL_EXP, EVAL_MEMBER, y)]
-        ins["baseline"] = [p for y in ys for p in deliverables(REF, EVAL_EXP, EVAL_MEMBER, y, baseline=True)]
+        ins["downscaled"] = delivered(REF, EVAL_EXP, EVAL_MEMBER)
+        ins["baseline"] = delivered(REF, EVAL_EXP, EVAL_MEMBER, baseline=True)
         ins["checks"] = [f"{OUT}/checks/{REF}/{EVAL_EXP}/{EVAL_MEMBER}/{y}.json" for y in ys]
     ins["gcm_indices"] = expand(
         f"{OUT}/indices/{{source}}/{HIST}/{{member}}/r{{sample}}.nc",
@@ -181,6 +188,14 @@ def signal_inputs(wildcards):
         ins[f"raw_{key}"] = expand(f"{OUT}/regrid/{wildcards.source}/{exp}/{{member}}/{{variable}}.nc",
                                    member=MEMBERS, variable=VARS)
         ins[f"adjusted_{key}"] = expand(f"{OUT}/adjusted/{wildcards.source}/{exp}/{{member}}.nc", member=MEMBERS)
-        ins[f"downscaled_{key}"] = [p for m in MEMBERS for s in range(1, NSAMPLES + 1)
-                                    for ps in sample_deliverables(wildcards.source, exp, m, s).values() for p in ps]
+        ins[f"downscaled_{key}"] = [p for m in MEMBERS for p in delivered(wildcards.source, exp, m)]
     return ins
+
+
+def join_inputs(wildcards):
+    """The yearly files of one multi-year deliverable (rule join_years)."""
+    return [
+        str(naming.deliverable_paths(config, wildcards.source, wildcards.experiment, wildcards.member, y,
+                                     wildcards.stage == "baseline")[(wildcards.variable, int(wildcards.sample))])
+        for y in range(int(wildcards.first), int(wildcards.last) + 1)
+    ]

@@ -6,10 +6,8 @@ def delivery_inputs(wildcards=None):
     jobs = all_downscale_jobs()
     samples = range(1, NSAMPLES + 1)
     ins = {
-        "downscaled": [p for j in jobs for p in deliverables(j["source"], j["experiment"], j["member"], j["year"])],
-        "baseline": [
-            p for j in jobs for p in deliverables(j["source"], j["experiment"], j["member"], j["year"], baseline=True)
-        ],
+        "downscaled": all_delivered(),
+        "baseline": all_delivered(baseline=True),
         "indices": expand(
             f"{OUT}/indices/{{source}}/{{experiment}}/{{member}}/r{{sample}}.nc",
             source=SOURCES,
@@ -76,7 +74,7 @@ def landing_inputs(wildcards=None):
         "downscaled": [],
     }
     if config["downscale"]["evaluation_run"]:
-        ins["downscaled"] = [p for y in years(EVAL_EXP) for p in deliverables(REF, EVAL_EXP, EVAL_MEMBER, y)]
+        ins["downscaled"] = delivered(REF, EVAL_EXP, EVAL_MEMBER)
     return ins
 
 

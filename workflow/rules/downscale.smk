@@ -1,6 +1,11 @@
 # Stage 3b: one downscaling job per (source, experiment, member, year), a bicubic baseline, checks.
 
 
+def job_outputs(patterns):
+    """The yearly files are temporary when rule join_years delivers multi-year files instead."""
+    return [temp(p) for p in patterns] if YEARS_PER_FILE > 1 else patterns
+
+
 rule downscale:
     """N seeded diffusion samples of one year at 0.25 deg, streamed day-batch by day-batch."""
     input:
@@ -9,14 +14,14 @@ rule downscale:
         # static fields of the domain's grid (the checkpoint may have been trained elsewhere)
         static=config["reference"]["static"],
     output:
-        naming.deliverable_patterns(config),
+        job_outputs(naming.deliverable_patterns(config)),
     log:
-        f"{OUT}/logs/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+        f"{OUT}/logs/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}0101-{{end}}.log",
     benchmark:
-        f"{OUT}/benchmarks/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
+        f"{OUT}/benchmarks/downscale/{{source}}_{{experiment}}_{{member}}_{{year}}0101-{{end}}.tsv"
     params:
         # Changing the ensemble size, the seed, the sampler or the device re-runs exactly these jobs.
-        config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, "domain.lat", "domain.lon", "grid", "downscale.n_samples",
+        config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, *IDENTITY_KEYS, "domain.lat", "domain.lon", "grid", "downscale.n_samples",
                          "downscale.seed", "downscale.steps", "downscale.churn", "downscale.rho",
                          "downscale.sigma_max", "downscale.device"),
         execution=execution_settings,
@@ -40,14 +45,14 @@ rule baseline:
         coarse=coarse_inputs,
         static=config["reference"]["static"],
     output:
-        naming.deliverable_patterns(config, baseline=True),
+        job_outputs(naming.deliverable_patterns(config, baseline=True)),
     params:
-        config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, "domain.lat", "domain.lon", "grid"),
+        config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, *IDENTITY_KEYS, "domain.lat", "domain.lon", "grid"),
         execution=execution_settings,
     log:
-        f"{OUT}/logs/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.log",
+        f"{OUT}/logs/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}0101-{{end}}.log",
     benchmark:
-        f"{OUT}/benchmarks/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}.tsv"
+        f"{OUT}/benchmarks/baseline/{{source}}_{{experiment}}_{{member}}_{{year}}0101-{{end}}.tsv"
     resources:
         mem_mb=scaled_mem("baseline"),
         runtime=scaled_runtime("baseline"),
@@ -55,6 +60,30 @@ rule baseline:
         "../../envs/downscale.yaml"
     script:
         "../scripts/baseline.py"
+
+
+if YEARS_PER_FILE > 1:
+
+    rule join_years:
+        """One CORDEX multi-year deliverable joined from the yearly files of one variable and sample."""
+        input:
+            join_inputs,
+        output:
+            naming.block_pattern(config),
+        params:
+            config=cfg_slice(*IDENTITY_KEYS),
+        wildcard_constraints:
+            stage=r"downscale|baseline",
+            model=rf"{naming.MODEL_ID}|{naming.BASELINE_ID}",
+            first=r"\d{4}",
+            last=r"\d{4}",
+        log:
+            f"{OUT}/logs/join_years/{{stage}}_{{variable}}_{{source}}_{{experiment}}_{{member}}_{{model}}_r{{sample}}_"
+            f"{{first}}-{{last}}_{{end}}.log",
+        conda:
+            "../../envs/downscale.yaml"
+        script:
+            "../scripts/join_years.py"
 
 
 rule check:

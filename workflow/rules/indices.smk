@@ -9,7 +9,7 @@ rule indices:
     output:
         f"{OUT}/indices/{{source}}/{{experiment}}/{{member}}/r{{sample}}.nc",
     params:
-        config=cfg_slice("indices", "reference.name"),
+        config=cfg_slice("indices", "reference.name", "domain.id"),
     log:
         f"{OUT}/logs/indices/{{source}}_{{experiment}}_{{member}}_r{{sample}}.log",
     benchmark:
@@ -30,7 +30,7 @@ rule reference_indices:
     output:
         f"{OUT}/indices/reference.nc",
     params:
-        config=cfg_slice("indices", "reference.name"),
+        config=cfg_slice("indices", "reference.name", "domain.id"),
     log:
         f"{OUT}/logs/indices/reference.log",
     benchmark:
@@ -62,7 +62,7 @@ rule ensemble_stats:
             subcategory="{experiment}",
         ),
     params:
-        config=cfg_slice("indices"),
+        config=cfg_slice("indices", "domain.id"),
     log:
         f"{OUT}/logs/ensemble_stats/{{source}}_{{experiment}}.log",
     benchmark:

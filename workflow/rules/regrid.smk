@@ -78,7 +78,7 @@ rule adjust:
     output:
         f"{OUT}/adjusted/{{source}}/{{experiment}}/{{member}}.nc",
     params:
-        config=cfg_slice("adjust", "reference.name"),
+        config=cfg_slice("adjust", "reference.name", "domain.id"),
     log:
         f"{OUT}/logs/adjust/{{source}}_{{experiment}}_{{member}}.log",
     benchmark:
