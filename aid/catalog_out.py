@@ -194,9 +194,21 @@ def open_catalog(json_path: str | os.PathLike[str]):
     ``to_dataset_dict`` does not inherit the datastore's setting: call it with ``threaded=False`` too
     (or set ``ITK_ESM_THREADING=False``).
     """
-    import intake
+    from intake_esm import esm_datastore
 
-    return intake.open_esm_datastore(str(json_path), columns_with_iterables=["variable"], threaded=False)
+    from aid.indices import restore_statistic_labels
+
+    class AidDatastore(esm_datastore):
+        """Datasets open with the ensemble files' ``statistic`` labels as their index (the files hold
+        them as an auxiliary coordinate, as CF requires for strings); ``search`` keeps the class."""
+
+        def to_dataset_dict(self, *args, preprocess=None, **kwargs):
+            def prep(ds):
+                ds = restore_statistic_labels(ds)
+                return preprocess(ds) if preprocess else ds
+            return super().to_dataset_dict(*args, preprocess=prep, **kwargs)
+
+    return AidDatastore(str(json_path), columns_with_iterables=["variable"], threaded=False)
 
 
 __all__ = ["COLUMNS", "ENSEMBLE", "ID_COLUMNS", "KINDS", "catalog_row", "esm_collection", "open_catalog", "write_catalog"]

@@ -210,7 +210,12 @@ STAT_LABEL = "statistic_label"
 def open_index_file(path: str | os.PathLike[str]) -> xr.Dataset:
     """An index or ensemble file with its ``statistic`` labels as the dimension's index again
     (``ds[v].sel(statistic="median")``), as before it was written (:func:`write_cf`)."""
-    ds = open_dataset(path, chunks=None)
+    return restore_statistic_labels(open_dataset(path, chunks=None))
+
+
+def restore_statistic_labels(ds: xr.Dataset) -> xr.Dataset:
+    """``statistic`` indexed by its labels (p10, median, p90) again, from the auxiliary
+    :data:`STAT_LABEL` coordinate the files hold (also the output catalog's ``preprocess``)."""
     if STAT_LABEL in ds.variables:
         lab = ds[STAT_LABEL]
         ds = ds.drop_vars(STAT_LABEL).assign_coords(statistic=("statistic", lab.values.astype(str), lab.attrs))
