@@ -699,7 +699,7 @@ def coarse_identity(path: str | os.PathLike[str], config: Mapping[str, Any]) -> 
     out.update({k: str(src[k]) for k in ("institution", "license", "further_info_url", "history") if src.get(k)})
     out["Conventions"] = "CF-1.11"
     out["frequency"] = str(src.get("frequency", "day"))
-    out["domain_id"] = str(config.get("domain", {}).get("id", ""))
+    out["domain_id"] = str(config["domain"]["id"])
     out["title"] = (f"bias-adjusted coarse input: {out.get('driving_source_id', '?')} "
                     f"{out.get('driving_experiment_id', '?')} {out.get('driving_variant_label', '?')}")
     return out

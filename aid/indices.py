@@ -437,7 +437,7 @@ def identity_attrs(config: Mapping[str, Any], freq: str, experiment: str | None 
     """The CORDEX-CMIP6 identity the daily deliverables carry (``frequency``, ``domain_id``,
     ``driving_*``), for the files derived from them, so a user can tell what an index file
     summarises without its name. Files of several members list them space-separated."""
-    out = {"frequency": FREQUENCY[freq], "domain_id": str(config.get("domain", {}).get("id", ""))}
+    out = {"frequency": FREQUENCY[freq], "domain_id": str(config["domain"]["id"])}
     if source:
         out["driving_source_id"] = str(source)
     if experiment:

@@ -7,11 +7,13 @@ model transforms precipitation, bias adjustment chooses additive or multiplicati
 one definition a value cannot pass one gate and fail the next, and a unit written by one stage is
 the unit the next one expects. Every stage reads :data:`VARIABLES`.
 
-Units. ``units`` is aid's internal (canonical) unit and also the unit of every file aid writes:
+Units. ``units`` is aid's internal (canonical) unit and the unit of its intermediate files:
 temperatures in K, winds in m s-1, precipitation in mm d-1 as ``lwe_precipitation_rate`` (a rate
 whose canonical CF unit m s-1 is dimensionally compatible with mm d-1). ``cmip_units`` and
 ``cmip_standard_name`` are what the CMIP6 tables (and so the driving model's files) use; they
 differ only for precipitation (``precipitation_flux`` in kg m-2 s-1; 1 kg m-2 s-1 = 86400 mm d-1).
+The deliverables follow the CORDEX-CMIP6 data request and so carry the CMIP unit and standard name
+(:mod:`aid.deliverables` converts at write time and back on read).
 
 Bounds (inclusive, canonical units) are *physical possibility*, not climate plausibility: they
 catch unit mix-ups (degC read as K) and numerical blow-ups, so they sit beyond the recorded world

@@ -48,7 +48,9 @@ def test_every_stage_reads_the_registry() -> None:
 
     for v, meta in VARIABLES.items():
         assert deliverables.VARIABLES[v].valid_range is meta.bounds
-        assert deliverables.VARIABLES[v].units is meta.units
+        # deliverables are written in the CMIP/CORDEX unit (pr: kg m-2 s-1) and read back to aid's own
+        assert deliverables.VARIABLES[v].units is meta.cmip_units
+        assert (deliverables.VARIABLES[v].internal_units or deliverables.VARIABLES[v].units) == meta.units
         assert st.CANONICAL_UNITS[v] is meta.units and st.STANDARD_NAMES[v] is meta.standard_name
     assert {v: m.units for v, m in VARIABLES.items() if not m.derived} == {
         "tas": "K", "tasmax": "K", "tasmin": "K", "pr": "mm d-1", "uas": "m s-1", "vas": "m s-1"}
@@ -108,12 +110,12 @@ def test_a_hot_value_is_judged_alike_by_fetch_and_checks(case, baseline_files, t
 
 
 def test_written_files_carry_the_registry_metadata(case, baseline_files, demo_archive: Path, tmp_path: Path) -> None:  # noqa: F811
-    """Deliverables, fetched (standardised) CMIP6 data and the demo archive's reference files carry
-    the registry's CF attributes; the demo GCM files carry the CMIP6 tables' (pr in kg m-2 s-1)."""
+    """Fetched (standardised) CMIP6 data and the demo archive's reference files carry the registry's
+    CF attributes; the deliverables (CORDEX-CMIP6) and the demo GCM files the CMIP6 tables' (pr in kg m-2 s-1)."""
     for (var, _), p in baseline_files.items():
         with netCDF4.Dataset(p) as nc:
             attrs = {k: nc[var].getncattr(k) for k in ("standard_name", "long_name", "units", "cell_methods")}
-        assert attrs == VARIABLES[var].cf_attrs(), p.name
+        assert attrs == VARIABLES[var].cmip_attrs(), p.name
     fetched = xr.open_dataset(_cesm_tas(tmp_path, 290.0), decode_times=CFT)
     assert fetched["tas"].attrs["units"] == VARIABLES["tas"].units
     assert fetched["tas"].attrs["standard_name"] == VARIABLES["tas"].standard_name
