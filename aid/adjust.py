@@ -639,7 +639,7 @@ def adjust_files(
     for var in ds.data_vars:
         derived = ranged and var in ("tasmin", "tas")
         # each variable keeps its own CF metadata (tasmax: time: maximum), whatever the fixes copied
-        ds[var].attrs = dict(sims[var].attrs)
+        ds[var].attrs = dict(attrs[var])
         if ds[var].attrs.get("units") == "K":
             ds[var].attrs["units_metadata"] = "temperature: on_scale"
         src = {"tasmin": "dtr", "tas": "tas_position"}[var] if derived else var
