@@ -41,6 +41,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/downscale.smk"
 include: "workflow/rules/indices.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/signal.smk"
 include: "workflow/rules/deliver.smk"
 
 
