@@ -50,7 +50,7 @@ def gridded(cities: xr.Dataset) -> xr.Dataset:
 
 def _cfg(base_period=(1990, 1991), names=None) -> dict:
     return {"indices": {"names": names or list(INDEX_SPECS), "freq": "YS", "base_period": list(base_period)},
-            "reference": {"name": "ERA5"}}
+            "reference": {"name": "ERA5"}, "domain": {"id": "CITIES"}}
 
 
 def _write_deliverables(ds: xr.Dataset, root: Path, experiment: str, member: str, sample: int) -> list[Path]:
