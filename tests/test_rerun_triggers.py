@@ -23,9 +23,11 @@ pytestmark = pytest.mark.pipeline
 
 # The tiny run's jobs per stage: 2 GCM fetch/regrid/adjust datasets (historical, ssp245), 3 GCM
 # downscaling years + 1 evaluation year, 2 samples -> 4 index files, 2 ensemble files.
-# deliver (catalog + checksums) and landing (the report's first page) follow every delivered file.
+# deliver (catalog + checksums) and landing (the report's first page) follow every delivered file;
+# signal (1 scenario) reads the regridded, adjusted and downscaled GCM files.
 REPORT = {"deliver": 1, "landing": 1}
-GCM_DOWNSCALE = {"downscale": 3, "baseline": 3, "check": 3, "indices": 4, "ensemble_stats": 2, "evaluate": 1, **REPORT}
+GCM_DOWNSCALE = {"downscale": 3, "baseline": 3, "check": 3, "indices": 4, "ensemble_stats": 2, "evaluate": 1,
+                 "signal": 1, **REPORT}
 ADJUST = {"train_adjustment": 1, "adjust": 2, **GCM_DOWNSCALE}
 REGRID = {"regrid": 2, **ADJUST}
 CASES = {
@@ -33,9 +35,11 @@ CASES = {
     "regrid.method": ({"regrid": {"method": "bilinear"}}, REGRID),
     "adjust.nquantiles": ({"adjust": {"nquantiles": 15}}, ADJUST),
     "model.train.steps": ({"model": {"train": {"steps": 21}}},
-                          {"train": 1, "downscale": 4, "check": 4, "indices": 4, "ensemble_stats": 2, "evaluate": 1, **REPORT}),
+                          {"train": 1, "downscale": 4, "check": 4, "indices": 4, "ensemble_stats": 2, "evaluate": 1,
+                           "signal": 1, **REPORT}),
     "downscale.seed": ({"downscale": {"seed": 7}},
-                       {"downscale": 4, "check": 4, "indices": 4, "ensemble_stats": 2, "evaluate": 1, **REPORT}),
+                       {"downscale": 4, "check": 4, "indices": 4, "ensemble_stats": 2, "evaluate": 1,
+                        "signal": 1, **REPORT}),
     "indices.names": ({"indices": {"names": ["TXx", "TNn", "RX1day"]}},
                       {"indices": 4, "reference_indices": 1, "ensemble_stats": 2, "evaluate": 1, **REPORT}),
     "evaluation.seasons": ({"evaluation": {"seasons": ["DJF", "JJA"]}}, {"evaluate": 1, "landing": 1}),
