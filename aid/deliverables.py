@@ -258,9 +258,9 @@ def driving_attributes(coarse_attrs: Mapping[str, Any], config: Mapping[str, Any
     out: dict[str, str] = {}
     inst = coarse_attrs.get("driving_institution_id") or coarse_attrs.get("institution_id")
     if not inst:
-        demo = config.get("demo_archive", {}) or {}
-        if demo.get("enabled") and source == demo.get("source_id"):
-            inst = demo.get("institution_id")
+        demo = config["demo_archive"]
+        if demo["enabled"] and source == demo["source_id"]:
+            inst = demo["institution_id"]
         elif source.upper().startswith("ERA5"):
             inst = "ECMWF"
     out["driving_institution_id"] = str(inst or "unknown")
@@ -299,8 +299,8 @@ def global_attributes(
     from aid.provenance import append_history, provenance_attrs
 
     ds = config["downscale"]
-    inst = ds.get("institution_id", "AID")
-    version = ds.get("product_version", "v1")
+    inst = ds["institution_id"]
+    version = ds["product_version"]
     dom = config["domain"]
     attrs: dict[str, str] = {
         "Conventions": CONVENTIONS,

@@ -14,7 +14,8 @@ Physical consistency enforced on every sample before writing (and recorded in th
 * ``pr >= 0``: negative values are set to 0 (``aid_pr_negative_fixes``).
 
 Reproducibility and independence: the sampler's noise for (sample s, day d) of a job is seeded
-from (seed, source, experiment, member, s, d) only (see ``aid.model.api.Downscaler.sample`` and
+from (seed, source, experiment, member, s, d) only (with ``downscale.day_correlation`` > 0 mixed
+with the noise of the days before d, still a function of dates only) (see ``aid.model.api.Downscaler.sample`` and
 ``aid.model.sampler.noise_stream``), so re-running one sample, or a different batch size, gives
 bit-identical values on CPU, while two members, two scenarios or the evaluation run never share
 their sampled detail on a common date. The job writes exactly the ``outputs`` it is given: passing only the
@@ -387,14 +388,17 @@ def downscale_year(
     seed = int(dcfg["seed"])
     steps, churn, rho, sigma_max = sampler_settings(dcfg, dl.sampler_defaults).values()
     stream = noise_stream(source, experiment, member)
-    log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, %d days in "
-             "batches of %d", source, experiment, member, year, samples, seed, steps, churn, rho, sigma_max,
+    conserve = [v for v in dcfg["conserve"] if v in dl.variables]
+    day_rho = float(dl.sampler_defaults["day_correlation"] if dcfg["day_correlation"] is None else dcfg["day_correlation"])
+    log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, day "
+             "correlation %g, conserved %s, %d days in batches of %d", source, experiment, member, year, samples, seed,
+             steps, churn, rho, sigma_max, day_rho, conserve or "none",
              len(coarse.days),
              int(dcfg["batch_days"]))
 
     def produce(batch: xr.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         out = dl.sample(batch, samples=samples, seed=seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max,
-                        stream=stream)
+                        stream=stream, conserve=conserve, day_correlation=day_rho)
         if "sample" in out.coords:
             out = out.sel(sample=samples)
         fields = {v: np.array(out[v].transpose("sample", "time", "lat", "lon").values, dtype="f4") for v in out.data_vars
@@ -410,12 +414,15 @@ def downscale_year(
         "sampler_churn": churn,
         "sampler_rho": rho,
         "sampler_sigma_max": sigma_max,
+        "coarse_cell_conservation": ", ".join(conserve) or "none",
+        "sampler_day_correlation": day_rho,
         "n_samples": int(dcfg["n_samples"]),
         "device": device,
         "coarse_input": ", ".join(relpath_or_name(p) for p in coarse.files),
         "training_domain": dl.training_domain_attr(),
     }
-    identity = [dl.checkpoint_sha256, seed, stream, steps, churn, rho, sigma_max, device, *_file_sha256(coarse.files)]
+    identity = [dl.checkpoint_sha256, seed, stream, steps, churn, rho, sigma_max, device, conserve, day_rho,
+                *_file_sha256(coarse.files)]
     return _stream(config, coarse, targets, samples, produce, model=MODEL_ID, source=source, experiment=experiment,
                    member=member, provenance=provenance, identity=identity,
                    what=f"downscale {source}/{experiment}/{member}/{year}")

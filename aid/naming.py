@@ -241,8 +241,8 @@ def downscale_jobs(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
             for member in cfg["search"]["members"]:
                 for year in experiment_years(cfg, experiment):
                     jobs.append(dict(source=source, experiment=experiment, member=member, year=year))
-    if cfg["downscale"].get("evaluation_run", True):
-        ref = cfg["reference"].get("name", "ERA5")
+    if cfg["downscale"]["evaluation_run"]:
+        ref = cfg["reference"]["name"]
         for year in experiment_years(cfg, EVALUATION_EXPERIMENT):
             jobs.append(dict(source=ref, experiment=EVALUATION_EXPERIMENT, member=EVALUATION_MEMBER, year=year))
     return jobs

@@ -10,6 +10,12 @@ With ``--checkpoint``: the run's deliverables are not needed; the checkpoint dow
 evaluation year's coarsened reference (``<results>/reference/coarse``, as the evaluation run's input)
 itself, ``--members`` members with its own sampler settings, and that ensemble is scored against the
 fine reference the same way (no bias adjustment is involved in the evaluation run either).
+
+With ``--uk-checkpoint bench/out/pgw.pt`` (the UK checkpoint bench/pgw.py trains): real consecutive
+days instead, since the demo archive's days are real fields in shuffled order (its truth has no
+day-to-day persistence to match). Writes ``bench/out/coherence_uk.json``: the lag-1-day
+autocorrelation of the fine residual on March 25-31, 2019, truth vs the ensemble with independent
+days and with the checkpoint's estimated day correlation (``downscale.day_correlation: null``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="the run's config (default: config/config.yaml)")
     ap.add_argument("--checkpoint", default=None, help="downscale the evaluation year with this checkpoint")
     ap.add_argument("--members", type=int, default=5, help="with --checkpoint: ensemble members")
+    ap.add_argument("--day-correlation", type=float, default=None,
+                    help="with --checkpoint: override the checkpoint's day correlation")
+    ap.add_argument("--uk-checkpoint", default=None,
+                    help="real consecutive days instead: bench/pgw.py's UK checkpoint (bench/out/pgw.pt)")
+    ap.add_argument("--hour-stride", type=int, default=6, help="with --uk-checkpoint: every n-th hour of day")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT / "coherence.json"))
     args = ap.parse_args(argv)
@@ -39,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from aid.evaluate.coherence import coherence_of_run
     from aid.naming import EVALUATION_EXPERIMENT, EVALUATION_MEMBER, deliverable_paths
 
+    if args.uk_checkpoint:
+        return write(of_uk(args), Path(args.out).with_name("coherence_uk.json"))
     cfg = load_config(args.config, overrides={"output_dir": args.results})
     y0, y1 = (int(y) for y in cfg["evaluation"]["period"])
     if args.checkpoint:
@@ -73,6 +86,9 @@ def of_checkpoint(args: argparse.Namespace, cfg: dict, y0: int, y1: int) -> dict
     grid = fine_grid(dl.config)
     dl = dl.for_grid(grid.lat.values, grid.lon.values)
     sampler = dict(dl.sampler_defaults)
+    sampler["conserve"] = [v for v in cfg["downscale"]["conserve"] if v in dl.variables]
+    if args.day_correlation is not None:
+        sampler["day_correlation"] = args.day_correlation
     ref_dir = Path(args.results) / "reference"
     ens: dict[str, list] = {v: [] for v in dl.variables}
     ref: dict[str, list] = {v: [] for v in dl.variables}
@@ -94,6 +110,54 @@ def of_checkpoint(args: argparse.Namespace, cfg: dict, y0: int, y1: int) -> dict
     return {"period": [y0, y1], "results": str(args.results), "checkpoint": str(args.checkpoint),
             "checkpoint_sha256": dl.checkpoint_sha256, "members": args.members, "sampler": sampler,
             "level_free": [v for v, f in zip(dl.variables, dl.level_free) if f], "variables": figures}
+
+
+def of_uk(args: argparse.Namespace) -> dict:
+    """Real consecutive days: the UK ERA5 t2m checkpoint of bench/pgw.py (trained on March 1-24,
+    2019, its day correlation estimated from those days) downscales every ``--hour-stride``-th hour
+    of March 25-31; per hour of day, the lag-1-day autocorrelation of the fine residual over the
+    7 days, averaged over the hours, ensemble (independent days and the checkpoint's correlation)
+    vs the truth."""
+    import numpy as np
+    import torch
+    import xarray as xr
+
+    from aid.evaluate.coherence import cell_labels, fine_residual, lag1_autocorrelation
+    from aid.model.api import Downscaler
+    from aid.regrid import coarsen, normalise_coords
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import model_skill as ms
+
+    torch.set_num_threads(args.threads)
+    dl = Downscaler.load(Path(args.uk_checkpoint), device="cpu")
+    ds = xr.open_dataset(ms.DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", backend_kwargs={"indexpath": ""})
+    ds = normalise_coords(ds[["t2m"]].drop_vars(["valid_time", "number", "step", "surface"], errors="ignore"))
+    ds = ds.rename(t2m="tas")
+    ds["tas"].attrs["units"] = "K"
+    fine = ds.sel(lat=dl.lat, lon=dl.lon).load()
+    coarse = coarsen(fine, dl.config).load()
+    hours = np.arange(0, 24, args.hour_stride)
+    test = np.flatnonzero((fine.time.dt.day.values >= 25) & np.isin(fine.time.dt.hour.values, hours))
+    labels = cell_labels(dl.lat, dl.lon, float(dl.config["grid"]["coarse_resolution"]))
+
+    def per_hour(x: np.ndarray) -> float:  # x: (time, H, W) in time order, len(hours) per day
+        return float(np.mean([lag1_autocorrelation(fine_residual(x[k :: len(hours)], labels)) for k in range(len(hours))]))
+
+    truth = fine.tas.isel(time=test).transpose("time", "lat", "lon").values
+    res = {"truth": per_hour(truth)}
+    rhos = {"independent_days": 0.0, "checkpoint_estimate": dl.sampler_defaults["day_correlation"]}
+    sampler = {k: v for k, v in dl.sampler_defaults.items() if k != "day_correlation"}
+    for name, rho in rhos.items():
+        out = dl.sample(coarse.isel(time=test), samples=list(range(1, args.members + 1)), seed=2024,
+                        stream="coherence-uk", day_correlation=rho, **sampler)
+        ens = out.tas.transpose("sample", "time", "lat", "lon").values
+        vals = [per_hour(e) for e in ens]
+        res[name] = {"day_correlation": rho, "ensemble": float(np.mean(vals)), "members": vals,
+                     "relative_difference": (float(np.mean(vals)) - res["truth"]) / abs(res["truth"])}
+    return {"lag1_day_autocorrelation_fine_residual": res, "checkpoint": str(args.uk_checkpoint),
+            "checkpoint_sha256": dl.checkpoint_sha256, "members": args.members, "sampler": sampler,
+            "hours_of_day": hours.tolist(), "days": "2019-03-25..31 (held out; training days 1-24)"}
 
 
 def write(res: dict, out: Path) -> int:

@@ -278,6 +278,13 @@ def default_year() -> int:
     return int(cfg["evaluation"]["period"][0])
 
 
+def default_conserve() -> list[str]:
+    """The product's ``downscale.conserve`` (config/config.yaml with the schema's defaults)."""
+    from aid.config import load_config
+
+    return list(load_config(None)["downscale"]["conserve"])
+
+
 def pipeline_part(args: argparse.Namespace) -> tuple[dict, dict]:
     """PGW test of a pipeline checkpoint on its evaluation-run input (``--coarse`` or results/reference/coarse):
     ({variable: {shift: figures}}, setup)."""
@@ -300,6 +307,7 @@ def pipeline_part(args: argparse.Namespace) -> tuple[dict, dict]:
     dl = dl.for_grid(grid.lat.values, grid.lon.values)
     ratio = int(round(float(dl.config["grid"]["coarse_resolution"]) / float(dl.config["grid"]["fine_resolution"])))
     sampler = dict(dl.sampler_defaults)
+    sampler["conserve"] = [] if args.no_conserve else [v for v in default_conserve() if v in dl.variables]
     t0 = time.monotonic()
     res = run_pgw(dl, coarse, args.members, sampler, ratio)
     out: dict = {v: {key: res[key][v] for key in res} for v in dl.variables}
@@ -326,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coarse", nargs="*", default=None, help="the evaluation run's coarse input files")
     ap.add_argument("--year", type=int, default=None, help="evaluation year (default: config/config.yaml's)")
     ap.add_argument("--day-stride", type=int, default=7, help="pipeline: every n-th day of the year")
+    ap.add_argument("--no-conserve", action="store_true",
+                    help="pipeline: sample without the product's coarse-cell conservation (downscale.conserve)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT / "pgw.json"))
     args = ap.parse_args(argv)

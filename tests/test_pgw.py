@@ -62,7 +62,7 @@ def uk(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     ck = train_from_config(cfg, [d / "fine_tas.nc"], [d / "coarse_tas.nc"], era5 / "era5-static-z-lsm-global.nc",
                            d / "ck.pt", threads=1)
     test = coarse.isel(time=np.flatnonzero(day >= 25)[::8])  # 21 fields, every 8th hour of days 25-31
-    return {"ck": ck, "test": test}
+    return {"ck": ck, "test": test, "coarse_all": coarse}
 
 
 def _warmer(c: xr.Dataset, dt: float) -> xr.Dataset:
@@ -156,3 +156,59 @@ def test_temperatures_share_one_level(shared_data: Path) -> None:
     np.testing.assert_allclose(seen, dtr, atol=1e-6)
     assert dtr.std() > 1.0  # it varies from day to day: information a per-channel level would drop
     np.testing.assert_allclose(cond[:, 3:], (up[:, 3:] - mean[None, 3:, None, None]) / std[None, 3:, None, None])
+
+
+# ------------------------------------------------------------------------------------------------
+# Day-to-day coherence (issue 19): noise correlated across consecutive days.
+def test_day_weights_and_noise_are_correlated_and_regenerable() -> None:
+    """z_d = sum_j w_j e_(d-j): unit variance, lag-1 correlation rho, one date regenerated alone is
+    bit-identical, and the noleap year boundary and Feb 28 -> Mar 1 are consecutive days."""
+    import datetime
+
+    import cftime
+
+    from aid.model.data import lagged_date_keys
+    from aid.model.sampler import day_weights, draw
+
+    assert day_weights(0.0).tolist() == [1.0]
+    w = day_weights(0.7)
+    assert abs((w**2).sum() - 1) < 1e-12 and abs((w[:-1] * w[1:]).sum() - 0.7) < 0.01
+    times = [cftime.DatetimeNoLeap(2014, 1, 1) + datetime.timedelta(days=i) for i in range(-200, 200)]
+    keys = lagged_date_keys(times, len(w) - 1)
+    assert keys[200][:2] == ["2014010100", "2013123100"]
+    feb28 = times.index(cftime.DatetimeNoLeap(2014, 2, 28))
+    assert keys[feb28 + 1][1] == "2014022800"  # noleap: Mar 1 follows Feb 28
+    z = np.stack([draw(Downscaler._noise(3, "s", 1, k, w), (2000,)).numpy() for k in keys]).astype(np.float64)
+    assert abs(z.std() - 1) < 0.02
+    r1 = np.corrcoef(z[:-1].ravel(), z[1:].ravel())[0, 1]
+    assert abs(r1 - 0.7) < 0.02, r1
+    alone = draw(Downscaler._noise(3, "s", 1, keys[200], w), (2000,)).numpy()
+    np.testing.assert_array_equal(alone, z[200].astype(np.float32))
+    # another member or rho 0: no shared noise, independent days
+    other = np.stack([draw(Downscaler._noise(3, "s", 2, k, w), (2000,)).numpy() for k in keys[:50]])
+    assert abs(np.corrcoef(other.ravel(), z[:50].ravel())[0, 1]) < 0.02
+    z0 = np.stack([draw(Downscaler._noise(3, "s", 1, [k[0]], day_weights(0.0)), (2000,)).numpy() for k in keys])
+    assert abs(np.corrcoef(z0[:-1].ravel(), z0[1:].ravel())[0, 1]) < 0.02
+
+
+def test_day_correlated_noise_gives_coherent_days(uk: dict, shared_data: Path) -> None:
+    """Real consecutive days (12 UTC of March 18-31, 2019): with day_correlation 0.8 the sampled
+    fine-scale residual of consecutive days is correlated, with 0 it is not beyond what the coarse
+    input carries; a day sampled alone equals the same day in the fortnight's run."""
+    from aid.evaluate.coherence import cell_labels, fine_residual, lag1_autocorrelation
+
+    dl = Downscaler.load(uk["ck"], device="cpu")
+    c = uk["coarse_all"]
+    noon = c.isel(time=np.flatnonzero((c.time.dt.hour.values == 12) & (c.time.dt.day.values >= 18)))
+    assert noon.sizes["time"] == 14
+    labels = cell_labels(dl.lat, dl.lon, 2.0)
+    kw = {"samples": [1, 2, 3, 4], "seed": 7, "steps": STEPS, "churn": 0.0, "rho": 7.0, "stream": "coherence-test"}
+    lag1 = {}
+    for rho in (0.0, 0.8):
+        ens = dl.sample(noon, day_correlation=rho, **kw).tas.transpose("sample", "time", "lat", "lon").values
+        lag1[rho] = float(np.mean([lag1_autocorrelation(fine_residual(e, labels)) for e in ens]))
+        if rho:
+            alone = dl.sample(noon.isel(time=[5]), day_correlation=rho, **kw).tas.values
+            np.testing.assert_array_equal(alone[:, 0], ens[:, 5])
+    print(f"lag-1 autocorrelation of the fine residual: rho 0 {lag1[0.0]:.3f}, rho 0.8 {lag1[0.8]:.3f}")
+    assert lag1[0.8] > lag1[0.0] + 0.2, lag1

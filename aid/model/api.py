@@ -22,10 +22,12 @@ import xarray as xr
 from aid.errors import CheckpointError, ConfigError
 from aid.model import transforms
 from aid.model.checkpoint import load_checkpoint
-from aid.model.data import date_keys, static_channels, static_fields, time_features, upsampled
+from aid.model.conserve import CellMap
+from aid.model.conserve import kind as conserve_kind
+from aid.model.data import lagged_date_keys, static_channels, static_fields, time_features, upsampled
 from aid.model.precond import EDMDenoiser
 from aid.model.prior import RidgePrior
-from aid.model.sampler import CPU_MICRO_BATCH, chunked, heun_sample, member_seed
+from aid.model.sampler import CPU_MICRO_BATCH, DayNoise, chunked, day_weights, heun_sample, member_seed
 from aid.model.tiling import tiled_apply
 from aid.model.tune import FALLBACK
 from aid.model.unet import UNet
@@ -112,7 +114,10 @@ class Downscaler:
         tuned = content.get("sampler") or {}
         self.sampler_defaults: dict[str, Any] = {
             "steps": int(tuned.get("steps", FALLBACK["steps"])), "churn": float(tuned.get("churn", FALLBACK["churn"])),
-            "rho": float(tuned.get("rho", FALLBACK["rho"])), "sigma_max": float(tuned.get("sigma_max", self.sigma_max))}
+            "rho": float(tuned.get("rho", FALLBACK["rho"])), "sigma_max": float(tuned.get("sigma_max", self.sigma_max)),
+            # lag-1-day correlation of the training residual (aid.model.train._day_correlation);
+            # checkpoints trained before it existed sample independent days
+            "day_correlation": float((content.get("day_correlation") or {}).get("value", 0.0))}
         #: linear residual prior (aid.model.prior), None for checkpoints trained without one
         self.prior = RidgePrior.from_content(content.get("prior") or {})
         #: region (cell centres) and period of the training data
@@ -239,6 +244,7 @@ class Downscaler:
         tile: int | None = None,
         *,
         stream: str,
+        day_correlation: float = 0.0,
     ) -> np.ndarray:
         """Sampled residuals in normalised units, (sample, time, C, H, W) float64.
 
@@ -249,7 +255,15 @@ class Downscaler:
         :meth:`sample` builds these from a coarse dataset; training's sampler tuning calls this directly
         on its validation fields (``static``: their static channels when they are a window of the
         grid). ``tile`` (default: the training patch) is the tile size on larger domains.
+        ``day_correlation`` > 0 correlates the noise of consecutive days
+        (:func:`aid.model.sampler.day_weights`); ``keys`` then holds, per time, the keys of that
+        date and of the days before it (:func:`aid.model.data.lagged_date_keys`).
         """
+        weights = day_weights(day_correlation)
+        lagged = [[k] if isinstance(k, str) else list(k) for k in keys]
+        if any(len(k) < len(weights) for k in lagged):
+            raise ValueError(f"sample_normalised: day_correlation {day_correlation} needs the keys of {len(weights) - 1} "
+                             "earlier days per time (aid.model.data.lagged_date_keys)")
         samples = [int(s) for s in samples]
         nt, _, h, w = cond.shape
         c = len(self.variables)
@@ -266,7 +280,7 @@ class Downscaler:
             for d0 in range(0, nt, days_per_batch):
                 days = range(d0, min(nt, d0 + days_per_batch))
                 rows = [(d, s) for d in days for s in samples]
-                gens = [torch.Generator().manual_seed(member_seed(seed, stream, s, keys[d])) for d, s in rows]
+                gens = [self._noise(seed, stream, s, lagged[d], weights) for d, s in rows]
                 di = torch.tensor([d for d, _ in rows])
                 cb = torch.from_numpy(np.ascontiguousarray(cond, dtype=np.float32))[di].to(self.device)
                 # the static channels joined once per batch (not once per network evaluation)
@@ -282,6 +296,12 @@ class Downscaler:
                 for k, (d, s) in enumerate(rows):
                     res[samples.index(s), d] = r[k]
         return res * self.res_scale[None, None, :, None, None]
+
+    @staticmethod
+    def _noise(seed: int, stream: str, sample: int, keys: Sequence[str], weights: np.ndarray) -> torch.Generator | DayNoise:
+        """The noise source of one (sample, date): its own generator, or mixed with the earlier days'."""
+        gens = [torch.Generator().manual_seed(member_seed(seed, stream, sample, k)) for k in keys[: len(weights)]]
+        return gens[0] if len(weights) == 1 else DayNoise(gens, weights)
 
     def training_domain_attr(self) -> str:
         """``aid_training_domain`` attribute: the training region, and whether this grid is outside it."""
@@ -324,6 +344,8 @@ class Downscaler:
         tile: int | None = None,
         *,
         stream: str,
+        conserve: Sequence[str] = (),
+        day_correlation: float = 0.0,
     ) -> xr.Dataset:
         """Downscale ``coarse`` (time, lat, lon; physical units) -> (sample, time, lat, lon) float32.
 
@@ -331,7 +353,10 @@ class Downscaler:
         any subset of samples or days reproduces bit-identically on CPU, and different driving runs
         (``stream``, :func:`aid.model.sampler.noise_stream`) get independent noise. pr is clipped to >= 0.
         ``sigma_max`` overrides the checkpoint's starting noise level (normalised units). The
-        output grid is :attr:`lat` x :attr:`lon` (see :meth:`for_grid`).
+        output grid is :attr:`lat` x :attr:`lon` (see :meth:`for_grid`). Every variable in
+        ``conserve`` is renormalised so that each sample averages back to ``coarse`` over every
+        coarse cell (:mod:`aid.model.conserve`). ``day_correlation`` correlates the noise of
+        consecutive days (:func:`aid.model.sampler.day_weights`; 0: independent days).
         """
         from aid.regrid import normalise_coords
 
@@ -348,14 +373,17 @@ class Downscaler:
         offset = prior if prior is not None and self.prior.mode == "offset" else None
         if prior is not None:
             cond = np.concatenate([cond, prior], axis=1)
-        r = self.sample_normalised(cond, tfeat, date_keys(times), samples, seed, steps, churn, rho, max_batch,
-                                   progress, sigma_max, tile=tile, stream=stream)
+        keys = lagged_date_keys(times, len(day_weights(day_correlation)) - 1)
+        r = self.sample_normalised(cond, tfeat, keys, samples, seed, steps, churn, rho, max_batch,
+                                   progress, sigma_max, tile=tile, stream=stream, day_correlation=day_correlation)
         if offset is not None:
             r = r + offset[None]
         ns, nt, c, h, w = r.shape
         res = up_t[None] + r * self.std[None, None, :, None, None]
         phys = transforms.inverse_stack(self.variables, res.reshape(ns * nt, c, h, w), self.pr_transform)
-        phys = phys.reshape(ns, nt, c, h, w).astype(np.float32)
+        phys = phys.reshape(ns, nt, c, h, w)
+        conserved = self._conserve(phys, coarse, conserve)
+        phys = phys.astype(np.float32)
         out = xr.Dataset(coords={"sample": ("sample", np.asarray(samples, dtype=np.int32)), "time": coarse["time"],
                                  "lat": ("lat", self.lat, {"units": "degrees_north", "standard_name": "latitude"}),
                                  "lon": ("lon", self.lon, {"units": "degrees_east", "standard_name": "longitude"})})
@@ -365,5 +393,26 @@ class Downscaler:
             out[v] = (("sample", "time", "lat", "lon"), phys[:, :, i], attrs)
         out.attrs.update({"aid_checkpoint_sha256": self.checkpoint_sha256, "aid_sampler_seed": str(seed),
                           "aid_sampler_steps": str(steps), "aid_sampler_churn": str(churn), "aid_sampler_rho": str(rho),
-                          "aid_sampler_noise_stream": stream, "aid_training_domain": self.training_domain_attr()})
+                          "aid_sampler_noise_stream": stream, "aid_training_domain": self.training_domain_attr(),
+                          "aid_coarse_cell_conservation": conserved,
+                          "aid_sampler_day_correlation": str(float(day_correlation))})
         return out
+
+    def _conserve(self, phys: np.ndarray, coarse: xr.Dataset, variables: Sequence[str]) -> str:
+        """Apply :mod:`aid.model.conserve` in place to ``phys`` (sample, time, C, H, W) for
+        ``variables``; returns the provenance text ("none" when the list is empty)."""
+        unknown = [v for v in variables if v not in self.variables]
+        if unknown:
+            raise CheckpointError(f"{self.path}: conservation asked for {unknown}, which this checkpoint does not "
+                                  f"downscale (it has {self.variables}).",
+                                  "list only the checkpoint's variables in downscale.conserve.")
+        if not variables:
+            return "none"
+        cmap = CellMap.build(self.lat, self.lon, coarse["lat"].values, coarse["lon"].values)
+        done = []
+        for v in variables:
+            i = self.variables.index(v)
+            how = conserve_kind(v)
+            phys[:, :, i] = cmap.conserve(phys[:, :, i], coarse[v].transpose("time", "lat", "lon").values, how)
+            done.append(f"{v} {'multiplicative' if how == '*' else 'additive'}")
+        return "; ".join(done) + " (area-weighted mean over every coarse cell = the coarse input)"

@@ -90,6 +90,24 @@ def date_keys(times: Sequence[Any]) -> list[str]:
     return [f"{y:04d}{m:02d}{d:02d}{h:02d}" for y, m, d, h, _ in _calendar_parts(times)]
 
 
+def lagged_date_keys(times: Sequence[Any], lags: int) -> list[list[str]]:
+    """For each time, the :func:`date_keys` of the same hour 0..``lags`` calendar days earlier.
+
+    Days are counted in the times' own calendar (cftime arithmetic for noleap/360_day), so the
+    same date gets the same keys whichever job or batch holds it.
+    """
+    import datetime
+
+    import pandas as pd
+
+    out = []
+    for t in times:
+        if isinstance(t, np.datetime64):
+            t = pd.Timestamp(t)
+        out.append(date_keys([t - datetime.timedelta(days=j) for j in range(lags + 1)]))
+    return out
+
+
 def time_features(times: Sequence[Any]) -> np.ndarray:
     """(N, 4) float32: sin/cos of day-of-year (period 365.25) and of hour (period 24)."""
     parts = _calendar_parts(times)

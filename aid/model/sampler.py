@@ -6,6 +6,10 @@ days share the batch. The stream names the driving run (source, experiment, memb
 :func:`noise_stream`), so two GCM members, two scenarios or the evaluation run never share the
 fine-scale detail of a date: sharing it would copy the sampled detail across the ensemble and
 understate its spread.
+With ``day_correlation`` > 0 the noise of a date is a moving average of the per-date noises of
+that date and the days before it (:func:`day_weights`, :class:`DayNoise`), so the sampled detail of
+consecutive days is correlated as real weather is, while each date's noise still depends on dates
+only (no state carried through a job).
 Together with fixed-size micro-batches on CPU (see :func:`chunked`), any member of any year can be
 regenerated alone, bit-identically, from the deliverable's recorded seed.
 """
@@ -16,6 +20,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -37,6 +42,59 @@ def member_seed(seed: int, stream: str, sample: int, date_key: str) -> int:
     """A 63-bit generator seed from (global seed, noise stream, sample index, date), platform-stable."""
     digest = hashlib.sha256(f"aid-edm|{int(seed)}|{stream}|{int(sample)}|{date_key}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+#: Day-correlated noise: the lag weights rho**j stop once they fall below this share of the first.
+DAY_WEIGHT_CUTOFF = 0.01
+#: Longest lag (days) of day-correlated noise, whatever rho.
+MAX_DAY_LAG = 60
+
+
+def day_weights(rho: float) -> np.ndarray:
+    """Weights w_0..w_L of the day-correlated noise z_d = sum_j w_j e_(d-j) (EDM's noise e per day).
+
+    w_j is proportional to rho**j, cut at :data:`DAY_WEIGHT_CUTOFF` (at most :data:`MAX_DAY_LAG`
+    lags) and scaled so that sum w_j**2 = 1: z_d stays standard normal, and consecutive days share
+    sum_j w_j w_(j+1), which is rho up to the cut-off. A moving average of per-date noise, not
+    a recursion: the noise of a day depends on its own date and the L dates before it only, so any
+    day of any year is regenerated alone, and a year's first days continue the previous year's
+    noise although the two years are different jobs. ``rho = 0`` gives [1.0]: independent days.
+    """
+    rho = float(rho)
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"day correlation {rho} must be in [0, 1)")
+    if rho == 0.0:
+        return np.ones(1)
+    lags = min(MAX_DAY_LAG, int(math.ceil(math.log(DAY_WEIGHT_CUTOFF) / math.log(rho))))
+    w = rho ** np.arange(lags + 1, dtype=np.float64)
+    return w / np.sqrt((w**2).sum())
+
+
+class DayNoise:
+    """Standard normal draws of one member and date, correlated with the neighbouring dates'.
+
+    ``generators`` hold one generator per lag j = 0..L (seeded from the date j days earlier by
+    :func:`member_seed`); every draw takes the next draw of each and mixes them with
+    :func:`day_weights`, so the k-th draw of a date is the same whichever batch or job asks for it.
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator], weights: np.ndarray) -> None:
+        if len(generators) != len(weights):
+            raise ValueError("DayNoise: one generator per lag weight")
+        self.generators, self.weights = list(generators), [float(w) for w in weights]
+
+    def draw(self, shape: tuple[int, ...]) -> torch.Tensor:
+        out = torch.zeros(shape, dtype=torch.float64)
+        for g, w in zip(self.generators, self.weights):
+            out += w * torch.randn(shape, generator=g, dtype=torch.float32).double()
+        return out.float()
+
+
+def draw(source: torch.Generator | DayNoise, shape: tuple[int, ...]) -> torch.Tensor:
+    """One standard normal draw from a plain generator or a :class:`DayNoise`."""
+    if isinstance(source, torch.Generator):
+        return torch.randn(shape, generator=source, dtype=torch.float32)
+    return source.draw(shape)
 
 
 def sigma_schedule(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -75,7 +133,7 @@ def chunked(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tenso
 
 def heun_sample(
     denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    generators: Sequence[torch.Generator],
+    generators: Sequence[torch.Generator | DayNoise],
     shape: tuple[int, int, int],
     steps: int,
     sigma_min: float,
@@ -88,6 +146,10 @@ def heun_sample(
 ) -> torch.Tensor:
     """Draw one field per generator with the 2nd-order EDM sampler (2*steps-1 evaluations).
 
+    ``generators`` holds one noise source per row: a ``torch.Generator`` (independent days) or a
+    :class:`DayNoise` (noise correlated with the neighbouring dates'); the initial noise and every
+    churn draw come from it.
+
     ``denoise(x, sigma)`` returns D(x; sigma) for the whole batch (x: (B, C, H, W), sigma: scalar
     tensor). ``churn`` is S_churn; 0 gives the deterministic probability-flow ODE.
     """
@@ -95,7 +157,7 @@ def heun_sample(
     gamma = min(churn / steps, math.sqrt(2) - 1) if churn > 0 else 0.0
 
     def noise() -> torch.Tensor:
-        return torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]).to(device)
+        return torch.stack([draw(g, shape) for g in generators]).to(device)
 
     x = noise() * float(t[0])
     for i in tqdm(range(steps), desc="heun", leave=False, disable=not progress):

@@ -234,6 +234,59 @@ def _validation_set(prep: Prepared, patch: int) -> dict[str, Any]:
             "tfeat": prep.tfeat[t], "static": prep.static[:, r0 : r0 + vh, c0 : c0 + vw]}
 
 
+#: Consecutive-day pairs of training fields read to estimate the day-to-day correlation.
+DAY_PAIRS = 96
+#: Fewer pairs than this: no estimate (independent days).
+MIN_DAY_PAIRS = 8
+#: Upper bound of the estimated day correlation (aid.model.sampler.day_weights needs < 1).
+MAX_DAY_CORRELATION = 0.95
+
+
+def _day_correlation(prep: Prepared, patch: int) -> dict[str, Any]:
+    """Lag-1-day correlation of the training residual, the checkpoint's default noise correlation.
+
+    Why: the sampler's noise sets the fine-scale detail the network adds, and real detail persists
+    from one day to the next (a front, a sea breeze, a snow line), which the spell-based indices
+    (WSDI, CDD, CWD) see. The training archive's residual (fine minus upsampled coarse, model units)
+    at the same hour of consecutive days, centre window as the validation fields: per channel the
+    Pearson correlation of each cell's anomalies, averaged over cells; the mean over channels,
+    clipped to [0, :data:`MAX_DAY_CORRELATION`], becomes ``downscale.day_correlation`` when that
+    key is null. An archive whose days are not in sequence (the demo archive shuffles real days)
+    gives about 0: independent noise, as its truth has no day-to-day persistence either.
+    """
+    from aid.model.data import lagged_date_keys
+
+    times = prep.archive.times
+    train = np.sort(np.asarray(prep.train_idx))
+    keys = lagged_date_keys(times[train], 1)
+    where = {k[0]: i for k, i in zip(keys, train)}
+    pairs = [(where[k[1]], i) for k, i in zip(keys, train) if k[1] in where]
+    out: dict[str, Any] = {"pairs": len(pairs), "per_channel": {}, "value": 0.0}
+    if len(pairs) < MIN_DAY_PAIRS:
+        log.info("day correlation: %d consecutive-day training pairs (< %d): independent days", len(pairs), MIN_DAY_PAIRS)
+        return out
+    pick = np.unique(np.linspace(0, len(pairs) - 1, min(len(pairs), DAY_PAIRS)).round().astype(int))
+    a_idx = np.array([pairs[k][0] for k in pick])
+    b_idx = np.array([pairs[k][1] for k in pick])
+    h, w = prep.archive.shape
+    vh, vw = min(h, patch), min(w, patch)
+    r0, c0 = (h - vh) // 2, (w - vw) // 2
+    t = np.unique(np.concatenate([a_idx, b_idx]))
+    y = np.concatenate([prep.piece(run, slice(r0, r0 + vh), np.arange(c0, c0 + vw))[0] for run in _runs(t)])
+    pos = {int(i): k for k, i in enumerate(t)}
+    a = y[[pos[int(i)] for i in a_idx]].astype(np.float64)
+    b = y[[pos[int(i)] for i in b_idx]].astype(np.float64)
+    a, b = a - a.mean(0), b - b.mean(0)
+    den = np.sqrt((a**2).sum(0) * (b**2).sum(0))
+    r = np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), np.nan)  # (C, vh, vw)
+    per = {v: float(np.nanmean(r[i])) for i, v in enumerate(prep.variables)}
+    out["per_channel"] = per
+    out["value"] = float(np.clip(np.nanmean(list(per.values())), 0.0, MAX_DAY_CORRELATION))
+    log.info("day correlation of the training residual (%d pairs): %s -> %.3f", len(pick),
+             ", ".join(f"{v} {x:.3f}" for v, x in per.items()), out["value"])
+    return out
+
+
 def _runs(t: np.ndarray) -> list[np.ndarray]:
     """Sorted indices grouped so each group spans at most UNIT_STEPS archive steps (one read each)."""
     out: list[np.ndarray] = []
@@ -305,6 +358,7 @@ def train_model(
     patch = int(kwargs["patch"])
     val = _validation_set(prep, patch)
     n_val = len(val["t"])
+    day_rho = _day_correlation(prep, patch)
     # sigma_max: EDM's 80 (normalised units); measured against smaller starts in bench/sampler_settings.py
     sigma_max = float(SIGMA_MAX)
     den = EDMDenoiser(net, torch.tensor(prep.sigma_data, dtype=torch.float32)).to(device)
@@ -500,6 +554,7 @@ def train_model(
                  if best else "")
         content = _content(prep, cfg, size, kwargs, net, ema.net, opt, final_step,
                            elapsed0 + time.monotonic() - t0, sigma_max, history, best, static_path)
+        content["day_correlation"] = day_rho
         if n_val and bool(mcfg["tune_sampler"]):
             content["sampler"] = _tune(content, val, out)
         save_checkpoint(content, out)
