@@ -37,11 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="the run's config (default: config/config.yaml)")
     ap.add_argument("--checkpoint", default=None, help="downscale the evaluation year with this checkpoint")
     ap.add_argument("--members", type=int, default=5, help="with --checkpoint: ensemble members")
+    ap.add_argument("--no-conserve", action="store_true",
+                    help="with --checkpoint: sample without the product's coarse-cell conservation")
     ap.add_argument("--day-correlation", type=float, default=None,
                     help="with --checkpoint: override the checkpoint's day correlation")
     ap.add_argument("--uk-checkpoint", default=None,
                     help="real consecutive days instead: bench/pgw.py's UK checkpoint (bench/out/pgw.pt)")
     ap.add_argument("--hour-stride", type=int, default=6, help="with --uk-checkpoint: every n-th hour of day")
+    ap.add_argument("--uk-rhos", type=float, nargs="*", default=[0.3, 0.6],
+                    help="with --uk-checkpoint: further day correlations to compare")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT / "coherence.json"))
     args = ap.parse_args(argv)
@@ -86,7 +90,7 @@ def of_checkpoint(args: argparse.Namespace, cfg: dict, y0: int, y1: int) -> dict
     grid = fine_grid(dl.config)
     dl = dl.for_grid(grid.lat.values, grid.lon.values)
     sampler = dict(dl.sampler_defaults)
-    sampler["conserve"] = [v for v in cfg["downscale"]["conserve"] if v in dl.variables]
+    sampler["conserve"] = [] if args.no_conserve else [v for v in cfg["downscale"]["conserve"] if v in dl.variables]
     if args.day_correlation is not None:
         sampler["day_correlation"] = args.day_correlation
     ref_dir = Path(args.results) / "reference"
@@ -146,7 +150,8 @@ def of_uk(args: argparse.Namespace) -> dict:
 
     truth = fine.tas.isel(time=test).transpose("time", "lat", "lon").values
     res = {"truth": per_hour(truth)}
-    rhos = {"independent_days": 0.0, "checkpoint_estimate": dl.sampler_defaults["day_correlation"]}
+    rhos = {"independent_days": 0.0, "checkpoint_estimate": dl.sampler_defaults["day_correlation"],
+            **{f"day_correlation_{r:g}": r for r in args.uk_rhos}}
     sampler = {k: v for k, v in dl.sampler_defaults.items() if k != "day_correlation"}
     for name, rho in rhos.items():
         out = dl.sample(coarse.isel(time=test), samples=list(range(1, args.members + 1)), seed=2024,

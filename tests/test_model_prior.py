@@ -153,10 +153,13 @@ def test_checkpoint_with_prior_and_tuned_sampler(march: dict, tmp_path: Path) ->
                   == (tuned["steps"], tuned["sigma_max"], tuned["rho"]))
     assert chosen["crps_fair_normalised"] <= best * 1.005
     dl = Downscaler.load(ck, device="cpu")
-    assert dl.prior is not None and dl.sampler_defaults == {k: tuned[k] for k in ("steps", "churn", "rho", "sigma_max")}
+    assert dl.prior is not None and dl.sampler_defaults == {**{k: tuned[k] for k in ("steps", "churn", "rho", "sigma_max")},
+                                                    "day_correlation": content["day_correlation"]["value"]}
     # null config keys take the checkpoint's choice, set ones override it
     assert sampler_settings({"steps": None, "churn": None, "rho": None, "sigma_max": None}, dl.sampler_defaults) \
-        == dl.sampler_defaults
+        == {k: dl.sampler_defaults[k] for k in ("steps", "churn", "rho", "sigma_max")}
+    # the day correlation was estimated on consecutive training days (hourly March: same hour, next day)
+    assert content["day_correlation"]["pairs"] >= 8 and 0.0 <= content["day_correlation"]["value"] <= 0.95
     assert sampler_settings({"steps": 9, "churn": None, "rho": None, "sigma_max": 5.0}, dl.sampler_defaults)["steps"] == 9
     # offset mode: the members' mean sits near bicubic + prior, not near bicubic alone
     c_test = march["coarse"].isel(time=np.flatnonzero(march["test"])[:6])

@@ -247,9 +247,12 @@ def _day_correlation(prep: Prepared, patch: int) -> dict[str, Any]:
 
     Why: the sampler's noise sets the fine-scale detail the network adds, and real detail persists
     from one day to the next (a front, a sea breeze, a snow line), which the spell-based indices
-    (WSDI, CDD, CWD) see. The training archive's residual (fine minus upsampled coarse, model units)
-    at the same hour of consecutive days, centre window as the validation fields: per channel the
-    Pearson correlation of each cell's anomalies, averaged over cells; the mean over channels,
+    (WSDI, CDD, CWD) see. The persistence that the coarse input explains reaches the ensemble through
+    the conditioning; the noise has to carry only the rest. So the estimate is taken on the
+    training residual (fine minus upsampled coarse, model units) minus the residual prior's
+    cross-fitted prediction (the diffusion target itself in prior mode "offset"), at the same hour
+    of consecutive days, centre window as the validation fields: per channel the Pearson
+    correlation of each cell's anomalies, averaged over cells; the mean over channels,
     clipped to [0, :data:`MAX_DAY_CORRELATION`], becomes ``downscale.day_correlation`` when that
     key is null. An archive whose days are not in sequence (the demo archive shuffles real days)
     gives about 0: independent noise, as its truth has no day-to-day persistence either.
@@ -272,7 +275,13 @@ def _day_correlation(prep: Prepared, patch: int) -> dict[str, Any]:
     vh, vw = min(h, patch), min(w, patch)
     r0, c0 = (h - vh) // 2, (w - vw) // 2
     t = np.unique(np.concatenate([a_idx, b_idx]))
-    y = np.concatenate([prep.piece(run, slice(r0, r0 + vh), np.arange(c0, c0 + vw))[0] for run in _runs(t)])
+    parts = [prep.piece(run, slice(r0, r0 + vh), np.arange(c0, c0 + vw)) for run in _runs(t)]
+    y = np.concatenate([p[0] for p in parts])
+    if prep.prior is not None and prep.prior.mode == "condition":
+        # the part the noise has to supply: the residual minus the prior's (cross-fitted) prediction,
+        # which the network is given and which carries the coarse input's own persistence
+        c = len(prep.variables)
+        y = y * prep.res_scale[None, :, None, None] - np.concatenate([p[1] for p in parts])[:, c : 2 * c]
     pos = {int(i): k for k, i in enumerate(t)}
     a = y[[pos[int(i)] for i in a_idx]].astype(np.float64)
     b = y[[pos[int(i)] for i in b_idx]].astype(np.float64)
