@@ -22,7 +22,7 @@ from aid.model.checkpoint import load_checkpoint
 from aid.model.data import time_features
 from aid.model.prepare import prepare_training
 from aid.model.train import train_from_config
-from aid.model.tune import CANDIDATES, fair_crps
+from aid.model.tune import CANDIDATES, choose, fair_crps
 from aid.regrid import coarsen, normalise_coords, upsample
 
 ERA5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "era5"
@@ -151,7 +151,8 @@ def test_checkpoint_with_prior_and_tuned_sampler(march: dict, tmp_path: Path) ->
     best = min(r["crps_fair_normalised"] for r in tuned["table"])
     chosen = next(r for r in tuned["table"] if (r["steps"], r["sigma_max"], r["rho"])
                   == (tuned["steps"], tuned["sigma_max"], tuned["rho"]))
-    assert chosen["crps_fair_normalised"] <= best * 1.005
+    assert chosen["crps_fair_normalised"] <= best * 1.005 and chosen == choose(tuned["table"])
+    assert all(0.05 < r["spread_skill"] < 5 for r in tuned["table"])
     dl = Downscaler.load(ck, device="cpu")
     assert dl.prior is not None and dl.sampler_defaults == {**{k: tuned[k] for k in ("steps", "churn", "rho", "sigma_max")},
                                                     "day_correlation": content["day_correlation"]["value"]}
