@@ -14,9 +14,9 @@ Physical consistency enforced on every sample before writing (and recorded in th
 * ``pr >= 0``: negative values are set to 0 (``aid_pr_negative_fixes``).
 
 Reproducibility and independence: the sampler's noise for (sample s, day d) of a job is seeded
-from (seed, source, experiment, member, s, d) only (with ``downscale.day_correlation`` > 0 mixed
-with the noise of the days before d, still a function of dates only) (see ``aid.model.api.Downscaler.sample`` and
-``aid.model.sampler.noise_stream``), so re-running one sample, or a different batch size, gives
+from (seed, source, experiment, member, s, d) only, with ``downscale.day_correlation`` > 0 mixed
+with the noise of the days before d, still a function of dates only (see
+``aid.model.api.Downscaler.sample`` and ``aid.model.sampler.noise_stream``), so re-running one sample, or a different batch size, gives
 bit-identical values on CPU, while two members, two scenarios or the evaluation run never share
 their sampled detail on a common date. The job writes exactly the ``outputs`` it is given: passing only the
 files of sample 2 re-creates sample 2 alone.

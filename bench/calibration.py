@@ -8,7 +8,8 @@ re-tuned on its own validation fields with :func:`aid.model.tune.tune_sampler` (
 runs; its table records each setting's validation spread-skill), and the setting it keeps is
 scored on the held-out days 25-31 (every ``--hour-stride``-th hour, ``--members`` members, same
 seeds) beside the validation setting with the spread-skill closest to 1 and IPSL-AID's 10-step
-stochastic sampler (maximal churn, 19 evaluations). Per setting: fair and
+stochastic sampler (maximal churn, 19 evaluations). Per setting, with the evaluation stage's
+area-weighted metrics (aid.evaluate.metrics): fair and
 standard CRPS, ensemble-mean MAE, standard CRPS / MAE (0.742 for a calibrated Gaussian ensemble of
 10), spread-skill ratio, rank histogram (max and min bin over 1 / (M + 1)).
 """
@@ -18,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -33,20 +34,23 @@ OUT = ROOT / "bench" / "out"
 log = logging.getLogger("bench.calibration")
 
 
-def scores(ens: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> dict:
-    """Figures of ``ens`` (members, time, H, W) against ``truth`` (time, H, W)."""
+def scores(ens, truth) -> dict:  # noqa: ANN001
+    """Figures of ``ens`` (sample, time, lat, lon) against ``truth`` (time, lat, lon), DataArrays,
+    with the evaluation stage's own metrics (aid.evaluate.metrics: area-weighted)."""
     import scoringrules as sr
 
-    m = ens.shape[0]
-    mae = float(np.abs(ens.mean(0) - truth).mean())
-    crps_std = float(np.mean(sr.crps_ensemble(truth, ens, m_axis=0, estimator="nrg")))
-    spread = np.sqrt(ens.var(axis=0, ddof=1).mean())
-    rmse = np.sqrt(((ens.mean(0) - truth) ** 2).mean())
-    hist = ms.rank_histogram(truth, ens, rng).astype(np.float64)
+    from aid.evaluate import metrics as M
+
+    m = ens.sizes["sample"]
+    mae = float(M.mae(ens.mean("sample"), truth))
+    crps_std = float(M.weighted_mean(xr.apply_ufunc(
+        lambda o, f: np.asarray(sr.crps_ensemble(o, f, m_axis=-1, estimator="nrg")), truth, ens,
+        input_core_dims=[[], ["sample"]])))
+    hist = M.rank_histogram(ens, truth).astype(np.float64)
     rel = hist / hist.sum() * (m + 1)
-    return {"crps_fair": float(np.mean(sr.crps_ensemble(truth, ens, m_axis=0, estimator="fair"))),
+    return {"crps_fair": float(M.weighted_mean(M.crps_fair(ens, truth))),
             "crps_standard": crps_std, "ensemble_mean_mae": mae, "crps_standard_over_mae": crps_std / mae,
-            "spread_skill": float(np.sqrt((m + 1) / m) * spread / rmse),
+            "spread_skill": float(M.spread_skill_ratio(ens, truth)),
             "rank_histogram_max_over_uniform": float(rel.max()), "rank_histogram_min_over_uniform": float(rel.min()),
             "rank_bins_within_20_percent": bool(np.all(np.abs(rel - 1) <= 0.2))}
 
@@ -63,14 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     import torch
-    import xarray as xr
 
-    from aid.io import write_netcdf
+    from aid.io import write_netcdf, write_text
     from aid.model.api import Downscaler
     from aid.model.checkpoint import load_checkpoint
     from aid.model.prepare import prepare_training
     from aid.model.train import _tune, _validation_set
-    from aid.regrid import coarsen, normalise_coords
 
     torch.set_num_threads(args.threads)
     ckpt = Path(args.uk_checkpoint)
@@ -78,13 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"{ckpt}: run `python bench/pgw.py` first (it trains the UK checkpoint)")
     content, digest = load_checkpoint(ckpt)
     cfg = json.loads(content["config_json"])
-    ds = xr.open_dataset(ms.DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", backend_kwargs={"indexpath": ""})
-    ds = normalise_coords(ds[["t2m"]].drop_vars(["valid_time", "number", "step", "surface"], errors="ignore"))
-    ds = ds.rename(t2m="tas")
-    ds["tas"].attrs["units"] = "K"
     dl0 = Downscaler(content, digest, ckpt)
-    fine = ds.sel(lat=dl0.lat, lon=dl0.lon).load()
-    coarse = coarsen(fine, cfg).load()
+    fine, coarse = ms.uk_month(cfg)
     day = fine.time.dt.day.values
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         write_netcdf(fine.isel(time=day <= 24), Path(tmp) / "fine_tas.nc")
@@ -102,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         "ipsl_aid_19_evaluations": {"steps": 10, "churn": 40.0, "rho": 7.0, "sigma_max": 80.0},
     }
     test = np.flatnonzero(day >= 25)[:: args.hour_stride]
-    truth = fine.tas.isel(time=test).transpose("time", "lat", "lon").values.astype(np.float64)
+    truth = fine.tas.isel(time=test).astype(np.float64)
     res: dict = {"tuning_table": rows, "tuning_seconds": round(tune_s, 1), "settings": settings, "scores": {}}
     for name, s in settings.items():
         t0 = time.monotonic()
         out = dl0.sample(coarse.isel(time=test), samples=list(range(1, args.members + 1)), seed=2024,
                          stream="calibration", **s)
-        ens = out.tas.transpose("sample", "time", "lat", "lon").values.astype(np.float64)
-        res["scores"][name] = {**scores(ens, truth, np.random.default_rng(0)),
+        ens = out.tas.transpose("sample", "time", "lat", "lon").astype(np.float64)
+        res["scores"][name] = {**scores(ens, truth),
                                "network_evaluations": 2 * int(s["steps"]) - 1,
                                "seconds": round(time.monotonic() - t0, 1)}
         log.info("%s %s: %s", name, s, res["scores"][name])
@@ -117,11 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     "test": f"2019-03-25..31, every {args.hour_stride}-th hour ({len(test)} fields)",
                     "gaussian_calibrated_crps_over_mae_10_members": 0.742}
     text = json.dumps(res, indent=2)
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_suffix(".json.tmp")
-    tmp_path.write_text(text + "\n")
-    os.replace(tmp_path, out_path)
+    write_text(text + "\n", args.out)
     print(text)
     return 0
 

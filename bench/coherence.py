@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -124,23 +123,16 @@ def of_uk(args: argparse.Namespace) -> dict:
     vs the truth."""
     import numpy as np
     import torch
-    import xarray as xr
 
     from aid.evaluate.coherence import cell_labels, fine_residual, lag1_autocorrelation
     from aid.model.api import Downscaler
-    from aid.regrid import coarsen, normalise_coords
 
     sys.path.insert(0, str(ROOT / "bench"))
     import model_skill as ms
 
     torch.set_num_threads(args.threads)
     dl = Downscaler.load(Path(args.uk_checkpoint), device="cpu")
-    ds = xr.open_dataset(ms.DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", backend_kwargs={"indexpath": ""})
-    ds = normalise_coords(ds[["t2m"]].drop_vars(["valid_time", "number", "step", "surface"], errors="ignore"))
-    ds = ds.rename(t2m="tas")
-    ds["tas"].attrs["units"] = "K"
-    fine = ds.sel(lat=dl.lat, lon=dl.lon).load()
-    coarse = coarsen(fine, dl.config).load()
+    fine, coarse = ms.uk_month(dl.config)
     hours = np.arange(0, 24, args.hour_stride)
     test = np.flatnonzero((fine.time.dt.day.values >= 25) & np.isin(fine.time.dt.hour.values, hours))
     labels = cell_labels(dl.lat, dl.lon, float(dl.config["grid"]["coarse_resolution"]))
@@ -167,11 +159,10 @@ def of_uk(args: argparse.Namespace) -> dict:
 
 def write(res: dict, out: Path) -> int:
     """Write ``res`` as JSON to ``out`` (atomically) and print it."""
+    from aid.io import write_text
+
     text = json.dumps(res, indent=2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, out)
+    write_text(text + "\n", out)
     print(text)
     return 0
 

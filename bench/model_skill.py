@@ -115,6 +115,21 @@ def config(size: str, steps: int, batch: int, lr: float, seed: int, extra: dict 
     })
 
 
+def uk_month(cfg: dict) -> tuple:
+    """(fine, coarse) of the real UK month on ``cfg``'s grids: ERA5 t2m as ``tas`` (K) on the fine
+    grid, and its conservative coarsening (the pipeline's own), both loaded."""
+    from aid.grids import fine_grid
+    from aid.regrid import coarsen, normalise_coords
+
+    ds = xr.open_dataset(DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", backend_kwargs={"indexpath": ""})
+    ds = normalise_coords(ds[["t2m"]].drop_vars(["valid_time", "number", "step", "surface"], errors="ignore"))
+    ds = ds.rename(t2m="tas")
+    ds["tas"].attrs["units"] = "K"
+    fg = fine_grid(cfg)
+    fine = ds.sel(lat=fg.lat.values, lon=fg.lon.values).load()
+    return fine, coarsen(fine, cfg).load()
+
+
 def rank_histogram(obs: np.ndarray, ens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Counts of the observation's rank among M members (ties broken at random), M + 1 bins."""
     m = ens.shape[0]

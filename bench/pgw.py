@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -200,23 +199,15 @@ def run_pgw(dl, coarse: xr.Dataset, members: int, sampler: dict, ratio: int,  # 
 
 def uk_part(args: argparse.Namespace) -> tuple[dict, dict]:
     """Train (or load ``--uk-checkpoint``) on UK days 1-24, PGW-test on days 25-31: ({shift: figures}, setup)."""
-    from aid.grids import fine_grid
     from aid.io import write_netcdf
     from aid.model.api import Downscaler
     from aid.model.train import train_from_config
-    from aid.regrid import coarsen, normalise_coords
 
     extra = {"crop": ms.CROP, "weight_decay": ms.WEIGHT_DECAY, "cond_noise": ms.COND_NOISE, "dropout": ms.DROPOUT,
              "use_doy": bool(ms.USE_DOY), "sigma_relative": bool(ms.SIGMA_RELATIVE)}
     prior = {"half_width": ms.PRIOR_HALF_WIDTH, "mode": ms.PRIOR_MODE}
     cfg = ms.config(args.size, args.steps, 16, 1e-3, 0, extra, prior)
-    ds = xr.open_dataset(ms.DATA / "era5-2mt-2019-03-uk.grib", engine="cfgrib", backend_kwargs={"indexpath": ""})
-    ds = normalise_coords(ds[["t2m"]].drop_vars(["valid_time", "number", "step", "surface"], errors="ignore"))
-    ds = ds.rename(t2m="tas")
-    ds["tas"].attrs["units"] = "K"
-    fg = fine_grid(cfg)
-    fine = ds.sel(lat=fg.lat.values, lon=fg.lon.values).load()
-    coarse = coarsen(fine, cfg).load()
+    fine, coarse = ms.uk_month(cfg)
     day = fine.time.dt.day.values
     train_t, test_t = day <= 24, day >= 25
     t_train = 0.0
@@ -361,11 +352,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                     or k not in old}}
         setup = {**old.get("setup", {}), **setup}
     res["setup"] = setup
+    from aid.io import write_text
+
     text = json.dumps(res, indent=2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, out)
+    write_text(text + "\n", out)
     print(text)
     return 0
 

@@ -55,16 +55,22 @@ def fine_residual(field: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (x - means[:, flat]).reshape(field.shape)
 
 
+def cell_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per cell, the Pearson correlation along axis 0 of ``a`` and ``b`` (same shape); NaN where
+    either series is constant."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    a, b = a - a.mean(0), b - b.mean(0)
+    den = np.sqrt((a**2).sum(0) * (b**2).sum(0))
+    return np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), np.nan)
+
+
 def lag1_autocorrelation(x: np.ndarray) -> float:
     """Mean over cells of the Pearson correlation of consecutive days of ``x`` (time, H, W).
 
     Cells whose series is constant (no residual) are left out.
     """
-    a, b = x[:-1].astype(np.float64), x[1:].astype(np.float64)
-    a, b = a - a.mean(0), b - b.mean(0)
-    den = np.sqrt((a**2).sum(0) * (b**2).sum(0))
-    ok = den > 0
-    return float(((a * b).sum(0)[ok] / den[ok]).mean()) if ok.any() else float("nan")
+    r = cell_correlation(x[:-1], x[1:])
+    return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
 
 
 def mean_spell_length(mask: np.ndarray) -> float:
@@ -145,5 +151,5 @@ def coherence_of_run(downscaled: Sequence[str | os.PathLike[str]], reference: Se
     return coherence(ens_np, ref_np, lat, lon, coarse_resolution)
 
 
-__all__ = ["cell_labels", "fine_residual", "lag1_autocorrelation", "mean_spell_length", "coherence",
+__all__ = ["cell_correlation", "cell_labels", "fine_residual", "lag1_autocorrelation", "mean_spell_length", "coherence",
            "coherence_of_run"]

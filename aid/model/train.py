@@ -257,6 +257,7 @@ def _day_correlation(prep: Prepared, patch: int) -> dict[str, Any]:
     key is null. An archive whose days are not in sequence (the demo archive shuffles real days)
     gives about 0: independent noise, as its truth has no day-to-day persistence either.
     """
+    from aid.evaluate.coherence import cell_correlation
     from aid.model.data import lagged_date_keys
 
     times = prep.archive.times
@@ -283,11 +284,7 @@ def _day_correlation(prep: Prepared, patch: int) -> dict[str, Any]:
         c = len(prep.variables)
         y = y * prep.res_scale[None, :, None, None] - np.concatenate([p[1] for p in parts])[:, c : 2 * c]
     pos = {int(i): k for k, i in enumerate(t)}
-    a = y[[pos[int(i)] for i in a_idx]].astype(np.float64)
-    b = y[[pos[int(i)] for i in b_idx]].astype(np.float64)
-    a, b = a - a.mean(0), b - b.mean(0)
-    den = np.sqrt((a**2).sum(0) * (b**2).sum(0))
-    r = np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), np.nan)  # (C, vh, vw)
+    r = cell_correlation(y[[pos[int(i)] for i in a_idx]], y[[pos[int(i)] for i in b_idx]])  # (C, vh, vw)
     per = {v: float(np.nanmean(r[i])) for i, v in enumerate(prep.variables)}
     out["per_channel"] = per
     out["value"] = float(np.clip(np.nanmean(list(per.values())), 0.0, MAX_DAY_CORRELATION))

@@ -51,11 +51,16 @@ def fair_crps(ens: np.ndarray, obs: np.ndarray) -> np.ndarray:
 
 
 def spread_skill(ens: np.ndarray, obs: np.ndarray) -> float:
-    """Spread-skill ratio of ``ens`` (members, N, C, H, W) against ``obs`` (N, C, H, W), mean over channels."""
-    m = ens.shape[0]
-    spread = np.sqrt(ens.var(axis=0, ddof=1).mean(axis=(0, 2, 3)))
-    rmse = np.sqrt(((ens.mean(axis=0) - obs) ** 2).mean(axis=(0, 2, 3)))
-    return float(np.mean(np.sqrt((m + 1) / m) * spread / np.maximum(rmse, 1e-12)))
+    """Spread-skill ratio (:func:`aid.evaluate.metrics.spread_skill_ratio`, unweighted on these
+    fields) of ``ens`` (members, N, C, H, W) against ``obs`` (N, C, H, W), mean over channels."""
+    import xarray as xr
+
+    from aid.evaluate.metrics import spread_skill_ratio
+
+    dims = ("field", "channel", "y", "x")
+    ratio = spread_skill_ratio(xr.DataArray(ens, dims=("sample", *dims)), xr.DataArray(obs, dims=dims),
+                               dims=("field", "y", "x"))
+    return float(ratio.mean())
 
 
 def choose(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
