@@ -62,7 +62,7 @@ RANGE_VARS = ("dtr", "tas_position")
 #: measurable difference (0.01 K on a 10 K range).
 POSITION_EPS = 1e-3
 _SEP = "__"
-#: Seed of the jitter noise (xsdba draws it from numpy's global generator): reproducible outputs.
+#: Seed of the jitter noise (xsdba draws it from numpy's global generator), with the year (:func:`_jitter`).
 JITTER_SEED = 20240101
 
 
@@ -200,18 +200,35 @@ def prepare_pair(
 
 
 def _jitter(da: xr.DataArray, variable: str, config: Mapping[str, Any]) -> xr.DataArray:
+    """Values under ``jitter_under`` replaced by xsdba's uniform noise (so dry days have distinct
+    ranks and finite quantile ratios), drawn year by year from numpy's generator seeded with
+    (:data:`JITTER_SEED`, year).
+
+    Why per year: a day's noise must not depend on which years the series passed in holds, or a
+    dry day would get other noise inside its window alone than inside the whole run, hence another
+    rank among the dry days and, where the reference is wetter than the model, another factor (a
+    wet adjusted value instead of 0, or the reverse). Drawn per year, a year's values are those of
+    its window adjusted alone (the moving-window promise, tests/test_adjust_windows.py) and a rerun
+    on part of a run reproduces them."""
     m = method_of(config, variable)
     thresh = m.get("jitter_under")
     if thresh is None:
         return da
     from xsdba.processing import jitter_under_thresh
 
+    quantity = f"{thresh} {da.attrs.get('units', 'mm d-1')}"
+    years = da["time"].dt.year.values
+    axis = da.get_axis_num("time")
+    values = da.values.copy()
     state = np.random.get_state()
-    np.random.seed(JITTER_SEED)
     try:
-        return jitter_under_thresh(da, f"{thresh} {da.attrs.get('units', 'mm d-1')}")
+        for year in np.unique(years):
+            idx = np.flatnonzero(years == year)
+            np.random.seed([JITTER_SEED, int(year)])
+            values[(slice(None),) * axis + (idx,)] = jitter_under_thresh(da.isel(time=idx), quantity).values
     finally:
         np.random.set_state(state)
+    return da.copy(data=values)
 
 
 def train_variable(ref: xr.DataArray, hist: xr.DataArray, variable: str, config: Mapping[str, Any]) -> Any:
