@@ -26,13 +26,13 @@ weights them by the model's own amounts. Per location and season:
 - ``raw_on_ranks_wet_in_adjusted_reference``: the raw change over only the ranks the adjusted
   reference rains on (the model's extra light-rain days left out);
 - ``window``: the 2071-2100 window adjusted alone against the 1981-2010 window adjusted alone,
-  [actual, implied, wet-day threshold crossings]: implied = sum over ranks of adjusted reference x
-  raw per-rank change; the crossings are the amounts of ranks that are dry in one window's adjusted
-  values and wet in the other's (values moved across the 0.1 mm/d threshold by the change), which
-  the implied figure cannot see; actual = implied + crossings up to the jitter of dry ranks;
-- ``delivered``: [actual, implied]: each target year of 1981-2010 and 2071-2100 counted with the
-  implied mean of its own centred window (the remainder is each year's difference from its
-  window, and the threshold crossings).
+  [actual, implied, implied + threshold crossings] (%): implied sums, over ranks, the adjusted
+  reference value x the raw per-rank change; the crossings are the amounts of ranks dry in the
+  adjusted reference and wet in the adjusted future, less those of the reverse (values the change
+  moves across the 0.1 mm/d threshold), which the implied sum cannot see. What is left is the
+  ranks dry in the raw model but wet in NRCan, whose factor acts on jitter noise;
+- ``delivered``: the same three for the delivered series, each day of 1981-2010 and 2071-2100
+  taken at its rank in its own year's window.
 """
 
 from __future__ import annotations
