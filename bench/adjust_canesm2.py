@@ -30,7 +30,8 @@ weights them by the model's own amounts. Per location and season:
   reference value x the raw per-rank change; the crossings are the amounts of ranks dry in the
   adjusted reference and wet in the adjusted future, less those of the reverse (values the change
   moves across the 0.1 mm/d threshold), which the implied sum cannot see. What is left is the
-  ranks dry in the raw model but wet in NRCan, whose factor acts on jitter noise;
+  ranks dry in the raw model (either window) but wet after adjustment: their factor acts on jitter
+  noise, which the raw per-rank change (of unjittered values) does not carry;
 - ``delivered``: the same three for the delivered series, each day of 1981-2010 and 2071-2100
   taken at its rank in its own year's window.
 """
