@@ -2,7 +2,8 @@
 
 Both tests start from a copy of the session pipeline run (tests/test_workflow.py) with its
 downscale-stage outputs removed, so upstream artefacts (checkpoint, adjusted inputs) are shared
-and only the stage under test re-runs.
+and only the stage under test re-runs: they ask Snakemake for every job's checked deliverables
+(rule check), not for the indices and evaluation built on them.
 """
 
 from __future__ import annotations
@@ -40,13 +41,19 @@ def _deliverables(cfg: dict) -> dict[Path, np.ndarray]:
     return out
 
 
+def _checked(cfg: dict) -> list[Path]:
+    """Every downscale job's check file: the targets that need exactly the downscale stage."""
+    return [Path(cfg["output_dir"]) / "checks" / j["source"] / j["experiment"] / j["member"] / f"{j['year']}.json"
+            for j in naming.downscale_jobs(cfg)]
+
+
 def test_sigkill_mid_downscale_then_resume_is_identical(pipeline, tmp_path) -> None:  # noqa: F811
     ref_out, ref_cfg = pipeline
     out = tmp_path / "results"
     _copy_upstream(ref_out, out)
     cfg = tiny_config(out)
     cmd = [
-        sys.executable, "-m", "snakemake", "--cores", "1",
+        sys.executable, "-m", "snakemake", "--cores", "1", *map(str, _checked(cfg)),
         "--configfile", str(ROOT / "config/config.yaml"), str(TINY), "--config", f"output_dir={out}",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -64,7 +71,7 @@ def test_sigkill_mid_downscale_then_resume_is_identical(pipeline, tmp_path) -> N
         xr.open_dataset(p).close()
     # What a user does after a crash (README): release the killed run's lock, re-run the incomplete jobs.
     snakemake(out, "--unlock")
-    snakemake(out, "--rerun-incomplete")
+    snakemake(out, "--rerun-incomplete", targets=_checked(cfg))
     before = _deliverables(ref_cfg)
     after = _deliverables(cfg)
     assert before.keys() == after.keys()
@@ -82,7 +89,7 @@ def test_corrupt_member_fails_alone_with_keep_going(pipeline, tmp_path) -> None:
     good = bad.read_bytes()
     # Truncated file, written now: newer than its own inputs, so Snakemake does not regenerate it.
     bad.write_bytes(good[: len(good) // 3])
-    res = snakemake(out, "--keep-going", check=False)
+    res = snakemake(out, "--keep-going", check=False, targets=_checked(cfg))
     assert res.returncode != 0
     log_text = "".join(p.read_text() for p in (out / "logs" / "downscale").glob("*ssp245*"))
     assert str(bad.name) in log_text and "corrupt or truncated" in log_text
@@ -90,7 +97,8 @@ def test_corrupt_member_fails_alone_with_keep_going(pipeline, tmp_path) -> None:
     hist = [j for j in naming.downscale_jobs(cfg) if j["experiment"] != "ssp245"]
     for j in hist:
         assert (out / "checks" / j["source"] / j["experiment"] / j["member"] / f"{j['year']}.json").exists()
+    assert not all(p.exists() for p in _checked(cfg))
     # Fix the file, re-run: completes.
     bad.write_bytes(good)
-    snakemake(out)
-    assert (out / "evaluation" / "metrics.json").exists()
+    snakemake(out, targets=_checked(cfg))
+    assert all(p.exists() for p in _checked(cfg))

@@ -71,6 +71,23 @@ def test_validation_blocks_are_spread_over_every_season(shared_data: Path) -> No
     assert {len(r) for r in runs} <= {7} | {len(runs[-1])}
 
 
+def test_hourly_validation_blocks_are_whole_days(shared_data: Path) -> None:
+    """The real UK month's hours (bench/model_skill.py trains on days 1-24): validation holds whole
+    days. Hours of one day are near-copies, so validation hours between training hours of the same
+    day would be scored on fields the network has practically seen (and the sampler tuned on them
+    under-dispersed on new days: bench/calibration.py)."""
+    ds = xr.open_dataset(shared_data / "era5" / "era5-2mt-2019-03-uk.grib", engine="cfgrib",
+                         backend_kwargs={"indexpath": ""})
+    times = ds.time.values[ds.time.dt.day.values <= 24]
+    assert len(times) == 24 * 24
+    tr, va = validation_split(times, 0.1, 7)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(times)
+    days = lambda idx: set(times[idx].astype("datetime64[D]").tolist())  # noqa: E731
+    assert days(va) and not days(va) & days(tr)  # no day on both sides
+    assert len(va) % 24 == 0 and len(days(va)) >= 2  # whole days, more than one
+    assert 0.05 < len(va) / len(times) < 0.15
+
+
 def test_statistics_come_from_the_training_fields_only(month: dict) -> None:
     """mean/std/sigma_data are those of the training steps, not of all steps (validation unseen),
     and the per-piece upsampling equals the whole-domain bicubic upsampling."""

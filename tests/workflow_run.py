@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -18,9 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
 
 
-def snakemake(out: Path, *extra: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def snakemake(out: Path, *extra: str, check: bool = True, targets: Sequence[Path | str] = (),
+              **kw) -> subprocess.CompletedProcess:
+    """Run the workflow into ``out`` (all of it, or only what ``targets`` need)."""
     cmd = [
-        sys.executable, "-m", "snakemake", "--cores", "2",
+        sys.executable, "-m", "snakemake", "--cores", "2", *map(str, targets),
         "--configfile", str(ROOT / "config/config.yaml"), str(TINY),
         "--config", f"output_dir={out}", *extra,
     ]

@@ -327,7 +327,10 @@ def validation_split(times: Sequence[Any], val_fraction: float, block_days: floa
     one season, and a checkpoint chosen on it is chosen for that season. Blocks (``block_days``
     long, shortened for short periods so that at least three blocks per group exist) keep
     neighbouring, strongly correlated steps on the same side of the split. The middle block of
-    each group of k is held out, so validation never sits only at the period's ends.
+    each group of k is held out, so validation never sits only at the period's ends. A block is
+    never shorter than a day: the hours of a day are near-copies of each other, so validation hours
+    between training hours of the same day would score the network on fields it has practically
+    seen, and the sampler tuned on them (aid.model.tune) would be under-dispersed on new days.
     """
     n = len(times)
     if val_fraction <= 0 or n < 20:
@@ -339,7 +342,8 @@ def validation_split(times: Sequence[Any], val_fraction: float, block_days: floa
     else:
         step_days = 1.0
     per_block = max(1, int(round(block_days / max(step_days, 1e-9))))
-    per_block = max(1, min(per_block, n // (3 * k)))
+    per_day = max(1, int(round(1.0 / max(step_days, 1e-9))))
+    per_block = max(per_day, min(per_block, n // (3 * k)))
     block = np.arange(n) // per_block
     val = block % k == k // 2
     return np.flatnonzero(~val), np.flatnonzero(val)

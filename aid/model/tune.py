@@ -8,10 +8,12 @@ becomes the checkpoint's default (config ``downscale`` keys left null use it; se
 The score averages all channels in units of their std, so one variable cannot pick the sampler alone.
 
 Each setting's spread-skill ratio, sqrt((M+1)/M) x RMS ensemble spread / RMSE of the ensemble
-mean (Fortin et al. 2014; per channel, averaged), is recorded in the table beside its score. It is
-not used to choose: on the UK bench (bench/calibration.py) the validation fields, drawn from the
-training period, put the chosen setting at 0.94 while the held-out week gives 0.56, so a
-spread-skill constraint on them would not calibrate the ensemble.
+mean (Fortin et al. 2014; per channel, averaged), is recorded in the table beside its score.
+The CRPS, a proper score, chooses calibrated settings only when the validation fields are weather
+the network has not seen: validation holds whole blocks of days that training never sees
+(:func:`aid.model.data.validation_split`), because fields close in time to training fields are
+near-copies of them; scored on such fields, the ensemble looks skilful and the tuner prefers
+settings that are under-dispersed on new days (bench/calibration.py measures both cases).
 """
 
 from __future__ import annotations
