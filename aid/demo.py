@@ -31,14 +31,19 @@ Weather pools (real ERA5 days and hours)
     claim about UK weather.
 
 Held-out split of every pool (:data:`POOL_SPLIT`)
-    Each pool is split into a *training* part and a disjoint *held-out* part. The years of config
-    ``evaluation.period`` (reference, GCM members and scenario alike) draw only from the held-out
-    part; every other year draws only from the training part, so the model and the bias adjustment,
-    trained on other years, never see the weather they are scored on. Parts are contiguous in time
-    (weather persists for days, so interleaving would leak): temperature days 1-24 train, 25-31
-    held out (the protocol of bench/model_skill.py); precipitation 2020-01-01 and 2021-07-15 train,
-    2022-08-31 held out (whole days: hours of a day are near-copies); wind hours 00-13 train, 18-23
-    held out, hours 14-17 unused (a gap, since consecutive hours are near-copies).
+    Each pool is split into a *training*, a *validation* and a *held-out* part, disjoint. The years
+    of config ``evaluation.period`` (reference, GCM members and scenario alike) draw only from the
+    held-out part, so the model and the bias adjustment, trained on other years, never see the
+    weather they are scored on. In the other years, the days the model holds out for validation
+    (:func:`aid.model.data.validation_split` on ``model.train.years`` with the config's
+    ``val_fraction`` and ``val_block_days``) draw only from the validation part and all other days
+    from the training part: as in a real archive, validation days are weather the network never
+    trains on, so early stopping and the sampler tuning (aid.model.tune) are judged on new weather,
+    not on copies of training days. Parts are contiguous in time (weather persists, so interleaving
+    would leak): temperature days 1-21 train, 22-24 validation, 25-31 held out (the held-out week of
+    bench/model_skill.py); precipitation 2020-01-01 and 2021-07-15 train, 2022-08-31 hours 00-05
+    validation and 12-23 held out (hours 06-11 unused: consecutive hours are near-copies); wind
+    hours 00-10 train, 13-15 validation, 18-23 held out (hours 11-12 and 16-17 unused gaps).
 
 Day sequence
     For calendar year ``y`` and day-of-year index ``j`` (0..364 in a 365-day year; 29 February reuses
@@ -126,11 +131,12 @@ BOX_SHIFT_LAT = 3.0
 BOX_SHIFT_LON = -10.0
 
 _POOL_SALT = {"temp": 0, "pr": 1, "wind": 2}
-#: Pool entries (indices in time order) of the training and held-out parts; see the module docstring.
+#: Pool entries (indices in time order) of the training, validation and held-out parts; see the
+#: module docstring.
 POOL_SPLIT: dict[str, dict[str, range]] = {
-    "temp": {"train": range(0, 24), "held_out": range(24, 31)},
-    "pr": {"train": range(0, 48), "held_out": range(48, 72)},
-    "wind": {"train": range(0, 14), "held_out": range(18, 24)},
+    "temp": {"train": range(0, 21), "validation": range(21, 24), "held_out": range(24, 31)},
+    "pr": {"train": range(0, 48), "validation": range(48, 54), "held_out": range(60, 72)},
+    "wind": {"train": range(0, 11), "validation": range(13, 16), "held_out": range(18, 24)},
 }
 _CUMDAYS = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
 
@@ -167,6 +173,8 @@ def recipe() -> dict[str, Any]:
         "member_weather": "first member shares the reference's day sequence; member i uses permutation key i",
         "pool_split": {pool: {part: [r.start, r.stop] for part, r in parts.items()} for pool, parts in POOL_SPLIT.items()},
         "held_out_years": "the years of config evaluation.period draw only from each pool's held_out part",
+        "validation_days": "the model's validation days (aid.model.data.validation_split on model.train.years) "
+                           "draw only from each pool's validation part",
         "documentation": "aid/demo.py module docstring",
     }
 
@@ -313,6 +321,20 @@ def pattern_sequence(member_key: int, pool: str, year: int, pool_size: int) -> n
     return np.concatenate(seq)[:365]
 
 
+def validation_days(config: Mapping[str, Any], held_out_years: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(year, month, day) of the days the model holds out for validation: the split of
+    :func:`aid.model.data.validation_split` over the reference days of ``model.train.years``
+    (standard calendar, as the model's archive), evaluation years excluded."""
+    from aid.model.data import validation_split
+
+    tcfg = config["model"]["train"]
+    y0, y1 = (int(y) for y in tcfg["years"])
+    times = pd.date_range(f"{y0:04d}-01-01 12:00", f"{y1:04d}-12-31 12:00", freq="D")
+    _, va = validation_split(times.values, float(tcfg["val_fraction"]), float(tcfg["val_block_days"]))
+    held = {int(y) for y in held_out_years}
+    return [(int(t.year), int(t.month), int(t.day)) for t in times[va] if int(t.year) not in held]
+
+
 def warming(year: int, hist_years: Sequence[int]) -> float:
     """dT(y) in K: 0.03 K/yr over the historical years, 0.06 K/yr after them (continuous)."""
     y0, y1 = int(hist_years[0]), int(hist_years[1])
@@ -324,8 +346,10 @@ def warming(year: int, hist_years: Sequence[int]) -> float:
 class _Pools:
     """Fine pools, their coarsened versions and the seasonal factors (built once)."""
 
-    def __init__(self, era5_dir: Path, held_out_years: Sequence[int]) -> None:
+    def __init__(self, era5_dir: Path, held_out_years: Sequence[int],
+                 validation_days: Sequence[tuple[int, int, int]] = ()) -> None:
         self.held_out_years = {int(y) for y in held_out_years}
+        self.validation_days = {tuple(int(x) for x in d) for d in validation_days}
         self.fine = {**_temperature_pools(era5_dir), **_box_pools(era5_dir)}
         self.coarse = {k: coarsen_fields(v) for k, v in self.fine.items()}
         self.anom = seasonal_anomaly(era5_dir)
@@ -343,10 +367,16 @@ class _Pools:
         pool = src[var]
         j = day_index(months, days)
         idx = np.empty(j.size, dtype=int)
+        val = np.array([(int(y), int(m), int(d)) in self.validation_days for y, m, d in zip(years, months, days)],
+                       dtype=bool)
         for y in np.unique(years):
-            sel = years == y
+            sel = (years == y) & ~val
             part = np.asarray(self.part(pool_name, int(y)))
             idx[sel] = part[pattern_sequence(member_key, pool_name, int(y), part.size)[j[sel]]]
+            vsel = (years == y) & val
+            if vsel.any():
+                vpart = np.asarray(POOL_SPLIT[pool_name]["validation"])
+                idx[vsel] = vpart[pattern_sequence(member_key, pool_name, int(y), vpart.size)[j[vsel]]]
         out = pool[idx]
         if var in TEMP_BIAS:
             out = out + self.anom[j][:, None, None]
@@ -474,7 +504,8 @@ def write_demo_archive(
     manifest_path = Path(manifest_path) if manifest_path is not None else out_root / "manifest.json"
     ev = config.get("evaluation") or {}
     held_out = list(range(int(ev["period"][0]), int(ev["period"][1]) + 1)) if ev.get("period") else []
-    pools = _Pools(era5_dir, held_out)
+    validation = validation_days(config, held_out)
+    pools = _Pools(era5_dir, held_out, validation)
     _clean_previous(out_root, institution, source_id)
     common = _common_attrs()
     files: list[dict[str, Any]] = []
@@ -569,6 +600,7 @@ def write_demo_archive(
         "experiments": {"historical": hist, scen_name: scen},
         "reference_years": hist,
         "held_out_years": held_out,
+        "validation_days": [f"{y:04d}-{m:02d}-{d:02d}" for y, m, d in validation],
         "cmip6_root": "CMIP6",
         "recipe": recipe(),
         "era5_inputs": [{"file": f, "sha256": sha256_file(era5_dir / f)} for f in inputs],

@@ -11,6 +11,7 @@ import xarray as xr
 
 from aid import demo
 from aid.config import load_config
+from aid.model.data import validation_split
 
 CFT = xr.coders.CFDatetimeCoder(use_cftime=True)
 SRC = "AID-ERA5-DERIVED"
@@ -171,3 +172,37 @@ def test_evaluation_year_weather_is_not_training_weather(demo_archive: Path, var
     # and the training years do re-use their own pool (the check can see a copy when there is one)
     dup = np.sqrt(((tr[:50, None, :] - tr_unique[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
     assert dup.max() < 1e-3 * scale
+
+
+@pytest.mark.parametrize(("var", "kind"), [("tas", "add"), ("pr", "mul"), ("uas", "mul")])
+def test_validation_days_are_not_training_weather(demo_archive: Path, var: str, kind: str) -> None:
+    """The days the model holds out for validation (its split of model.train.years) re-use no real
+    ERA5 day (or hour) of the days it trains on: early stopping and the sampler tuning are judged
+    on new weather. Before, they were copies of training days and the tuned sampler was
+    under-dispersed on the held-out year."""
+    from aid.demo import validation_days
+
+    cfg = load_config()
+    t0, t1 = cfg["model"]["train"]["years"]
+    ref = _ref(demo_archive, var)
+    years = ref["time"].dt.year.values
+    ref = ref.isel(time=(years >= t0) & (years <= t1))
+    _, va = validation_split(ref["time"].values, cfg["model"]["train"]["val_fraction"],
+                             cfg["model"]["train"]["val_block_days"])
+    t = ref["time"].dt
+    dates = list(zip(t.year.values.tolist(), t.month.values.tolist(), t.day.values.tolist()))
+    assert sorted(dates[i] for i in va) == sorted(validation_days(cfg, cfg["evaluation"]["period"]))
+    is_val = np.zeros(ref.sizes["time"], bool)
+    is_val[va] = True
+    pat = _patterns(ref, kind)
+    ok = ~np.isnan(pat).any(axis=1)
+    val, tr = pat[is_val & ok], pat[~is_val & ok]
+    assert len(val) > 40 and len(tr) > 500
+    tr_unique = np.unique(np.round(tr, 4), axis=0)
+    scale = np.sqrt((tr_unique**2).mean())
+    d = np.sqrt(((val[:, None, :] - tr_unique[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
+    assert d.min() > 0.05 * scale, (var, float(d.min()), float(scale))
+    # validation days repeat their own small pool, so the check can see a copy when there is one
+    dv = np.sqrt(((val[:20, None, :] - val[None, :, :]) ** 2).mean(axis=2))
+    dv[np.arange(20), np.arange(20)] = np.inf
+    assert dv.min(axis=1).max() < 1e-3 * scale

@@ -14,7 +14,8 @@ if DEMO:
         params:
             era5_dir=config["demo_archive"]["era5_dir"],
             out_root=lambda wildcards, output: str(Path(output.manifest).parent),
-            config=cfg_slice("demo_archive", "evaluation.period"),
+            config=cfg_slice("demo_archive", "evaluation.period", "model.train.years", "model.train.val_fraction",
+                             "model.train.val_block_days"),
         conda:
             "../../envs/fetch.yaml"
         script:
