@@ -85,8 +85,8 @@ def test_additive_wind_matches_the_coarse(shared_data: Path) -> None:
 def test_pipeline_pr_is_conserved_and_follows_a_wetter_input(pipeline) -> None:
     """The tiny run's delivered evaluation-year pr samples average back to their coarse input (the
     default downscale.conserve), and the run's checkpoint, given the evaluation days' coarse input
-    with pr x 1.28, returns a domain mean exactly 1.28 times larger (without the constraint it
-    does not: the figure is printed for the record)."""
+    with pr x 1.28, returns an area-weighted mean over the coarse cells exactly 1.28 times larger
+    (without the constraint it does not: the figure is printed for the record)."""
     from aid.evaluate.run import load_ensemble
     from aid.model.api import Downscaler
     from aid.naming import EVALUATION_EXPERIMENT, EVALUATION_MEMBER, deliverable_paths
@@ -112,10 +112,19 @@ def test_pipeline_pr_is_conserved_and_follows_a_wetter_input(pipeline) -> None:
     wet["pr"] = days["pr"] * np.float32(CC_4K)
     wet["pr"].attrs = dict(days["pr"].attrs)
     kw = {"samples": [1, 2], "seed": 5, "steps": 1, "churn": 0.0, "rho": 7.0, "stream": "pgw-test"}
+    # the conserved quantity: the area-weighted mean over the coarse cells (cos(lat) is proportional to
+    # a 2-degree cell's area); an unweighted fine-grid mean would also count the domain's outer half
+    # cells, which lie outside every coarse cell
+    area = np.cos(np.deg2rad(coarse.lat.values))[:, None] * np.ones(coarse.sizes["lon"])
+
+    def domain_mean(ds: xr.Dataset) -> float:
+        cells = cmap.cell_means(ds["pr"].transpose("sample", "time", "lat", "lon").values.astype(np.float64))
+        return float((cells * area).sum(axis=(-2, -1)).mean() / area.sum())
+
     ratios = {}
     for conserve in ((), ("pr",)):
-        m0 = float(dl.sample(days, conserve=conserve, **kw)["pr"].mean())
-        m1 = float(dl.sample(wet, conserve=conserve, **kw)["pr"].mean())
+        m0 = domain_mean(dl.sample(days, conserve=conserve, **kw))
+        m1 = domain_mean(dl.sample(wet, conserve=conserve, **kw))
         ratios[conserve] = m1 / m0
     print(f"pr domain-mean ratio at x{CC_4K}: unconstrained {ratios[()]:.4f}, conserved {ratios[('pr',)]:.4f}")
     assert abs(ratios[("pr",)] - CC_4K) <= 1e-4

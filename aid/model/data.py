@@ -330,7 +330,8 @@ def validation_split(times: Sequence[Any], val_fraction: float, block_days: floa
     each group of k is held out, so validation never sits only at the period's ends. A block is
     never shorter than a day: the hours of a day are near-copies of each other, so validation hours
     between training hours of the same day would score the network on fields it has practically
-    seen, and the sampler tuned on them (aid.model.tune) would be under-dispersed on new days.
+    seen, and the sampler tuned on them (aid.model.tune) would be under-dispersed on new days. A
+    period shorter than k blocks (a few days of hours) holds out its middle block instead.
     """
     n = len(times)
     if val_fraction <= 0 or n < 20:
@@ -345,7 +346,18 @@ def validation_split(times: Sequence[Any], val_fraction: float, block_days: floa
     per_day = max(1, int(round(1.0 / max(step_days, 1e-9))))
     per_block = max(per_day, min(per_block, n // (3 * k)))
     block = np.arange(n) // per_block
-    val = block % k == k // 2
+    n_blocks = int(block[-1]) + 1
+    if n_blocks >= k:
+        val = block % k == k // 2
+    elif n_blocks >= 2:  # fewer whole days than one group: hold out the middle day(s) block
+        val = block == n_blocks // 2
+        log.warning("validation: %d steps make only %d blocks of %d steps; the middle block (%.0f %% of the "
+                    "steps, more than val_fraction %g) is held out", n, n_blocks, per_block, 100.0 / n_blocks,
+                    val_fraction)
+    else:
+        log.warning("validation: %d steps are one block of %d; no validation fields (no early stopping, "
+                    "no sampler tuning)", n, per_block)
+        return np.arange(n), np.arange(0)
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
