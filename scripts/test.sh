@@ -6,5 +6,6 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 # The pipeline tests share one workflow run across workers (tests/conftest.py `pipeline`, file lock);
-# --dist loadgroup keeps each xdist_group (tests/test_slurm.py: one SLURM queue) on one worker.
-python -m pytest -n "${AID_TEST_WORKERS:-2}" --dist loadgroup -m "not slow" --durations=15 "$@"
+# tests/conftest.py's scheduler keeps a few modules (ONE_WORKER_MODULES: the SLURM queue, costly
+# fixtures) on one worker each.
+python -m pytest -n "${AID_TEST_WORKERS:-2}" --dist load -m "not slow" --durations=15 "$@"

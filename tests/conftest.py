@@ -18,6 +18,36 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 log = logging.getLogger(__name__)
 
+#: Test modules whose tests all run on one xdist worker, in file order (see
+#: :func:`pytest_xdist_make_scheduler`); every other test is scheduled alone.
+ONE_WORKER_MODULES: dict[str, str] = {
+    "test_slurm.py": "one SLURM queue: spread over two workers, the short sbatch checks wait behind the "
+                     "workflow test's ~50 jobs and time out",
+    "test_downscale.py": "its trained checkpoint and downscaled year (session fixtures) are built once",
+    "test_adjust.py": "its adjusted CanESM2/NRCan and demo-file fixtures are built once",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201
+    """xdist's load scheduling, except that each of :data:`ONE_WORKER_MODULES` goes to one worker whole.
+
+    Why not ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 tags grouped tests by
+    rewriting ``item._nodeid``, which pytest 9 no longer reads, so the marks group nothing (every
+    grouped module was split over both workers). Scheduling is the controller's job and it sees only
+    node ids, so the groups are named here by module file.
+    """
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if Path(module).name in ONE_WORKER_MODULES else nodeid
+
+    return ModuleGroups(config, log)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

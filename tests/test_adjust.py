@@ -12,9 +12,6 @@ import xarray as xr
 from aid.config import load_config
 from aid.errors import ConfigError, DataError
 
-# One xdist worker runs this module: its module fixtures (CanESM2/NRCan adjusted, demo files) are built once.
-pytestmark = pytest.mark.xdist_group("adjust")
-
 Q = [0.05, 0.25, 0.5, 0.75, 0.95]
 
 

@@ -23,9 +23,6 @@ from test_deliverables import (  # noqa: F401  (fixtures)
     CORDEX, EXP, MEMBER, SOURCE, YEAR, baseline_files, case, derived_fine, write_coarse,
 )
 
-# One xdist worker runs this module: the trained checkpoint and the downscaled year are built once.
-pytestmark = pytest.mark.xdist_group("downscale")
-
 CF = xr.coders.CFDatetimeCoder(use_cftime=True)
 
 

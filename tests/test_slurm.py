@@ -43,9 +43,7 @@ def _controller_up() -> bool:
 
 pytestmark = [
     pytest.mark.slurm,
-    # One worker runs this whole file in order (scripts/test.sh: --dist loadgroup). Spread over two
-    # workers, the short sbatch checks queue FIFO behind the ~50 jobs of the workflow test and time out.
-    pytest.mark.xdist_group("slurm"),
+    # One worker runs this whole file in order (tests/conftest.py ONE_WORKER_MODULES).
     pytest.mark.skipif(not _controller_up(), reason="no SLURM controller (run: bash scripts/slurm-up.sh)"),
 ]
 
