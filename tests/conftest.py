@@ -25,6 +25,8 @@ ONE_WORKER_MODULES: dict[str, str] = {
                      "workflow test's ~50 jobs and time out",
     "test_downscale.py": "its trained checkpoint and downscaled year (session fixtures) are built once",
     "test_adjust.py": "its adjusted CanESM2/NRCan and demo-file fixtures are built once",
+    "test_faults.py": "the SIGKILL test's `snakemake --unlock` clears every lock of the repository's "
+                      ".snakemake, so the keep-going run must not be running beside it",
 }
 
 

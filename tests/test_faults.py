@@ -92,7 +92,7 @@ def test_corrupt_member_fails_alone_with_keep_going(pipeline, tmp_path) -> None:
     res = snakemake(out, "--keep-going", check=False, targets=_checked(cfg))
     assert res.returncode != 0
     log_text = "".join(p.read_text() for p in (out / "logs" / "downscale").glob("*ssp245*"))
-    assert str(bad.name) in log_text and "corrupt or truncated" in log_text
+    assert str(bad.name) in log_text and "corrupt or truncated" in log_text, res.stderr[-6000:]
     # Independent jobs (historical and evaluation) completed.
     hist = [j for j in naming.downscale_jobs(cfg) if j["experiment"] != "ssp245"]
     for j in hist:
