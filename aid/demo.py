@@ -356,9 +356,12 @@ class _Pools:
         self.s_pr = seasonal_factor(PR_SEASONAL)
         self.s_wind = seasonal_factor(WIND_SEASONAL)
 
-    def part(self, pool_name: str, year: int) -> range:
-        """The pool entries ``year`` may draw from: held out for the evaluation years, else training."""
-        return POOL_SPLIT[pool_name]["held_out" if year in self.held_out_years else "train"]
+    def part(self, pool_name: str, year: int, validation: bool = False) -> range:
+        """The pool entries a day of ``year`` may draw from: held out for the evaluation years, else
+        validation for the model's validation days, else training."""
+        if year in self.held_out_years:
+            return POOL_SPLIT[pool_name]["held_out"]
+        return POOL_SPLIT[pool_name]["validation" if validation else "train"]
 
     def fields(self, var: str, member_key: int, years: np.ndarray, months: np.ndarray, days: np.ndarray, coarse: bool) -> np.ndarray:
         """Weather + seasonal cycle (no model error) for the given dates."""
@@ -370,13 +373,10 @@ class _Pools:
         val = np.array([(int(y), int(m), int(d)) in self.validation_days for y, m, d in zip(years, months, days)],
                        dtype=bool)
         for y in np.unique(years):
-            sel = (years == y) & ~val
-            part = np.asarray(self.part(pool_name, int(y)))
-            idx[sel] = part[pattern_sequence(member_key, pool_name, int(y), part.size)[j[sel]]]
-            vsel = (years == y) & val
-            if vsel.any():
-                vpart = np.asarray(POOL_SPLIT[pool_name]["validation"])
-                idx[vsel] = vpart[pattern_sequence(member_key, pool_name, int(y), vpart.size)[j[vsel]]]
+            for is_val in (False, True):
+                sel = (years == y) & (val == is_val)
+                part = np.asarray(self.part(pool_name, int(y), is_val))
+                idx[sel] = part[pattern_sequence(member_key, pool_name, int(y), part.size)[j[sel]]]
         out = pool[idx]
         if var in TEMP_BIAS:
             out = out + self.anom[j][:, None, None]

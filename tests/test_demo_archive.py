@@ -151,6 +151,11 @@ def _patterns(da: xr.DataArray, kind: str) -> np.ndarray:
     return np.where(norm > 0, v / np.where(norm > 0, norm, 1), np.nan)
 
 
+def _nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """RMS distance of every pattern of ``a`` to its closest pattern of ``b``."""
+    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
+
+
 @pytest.mark.parametrize(("var", "kind"), [("tas", "add"), ("tasmax", "add"), ("pr", "mul"), ("uas", "mul")])
 def test_evaluation_year_weather_is_not_training_weather(demo_archive: Path, var: str, kind: str) -> None:
     """The default run trains on 2012-2013 and scores 2014: no 2014 reference day may re-use the real
@@ -166,11 +171,11 @@ def test_evaluation_year_weather_is_not_training_weather(demo_archive: Path, var
     assert len(ev) > 300 and len(tr) > 600
     tr_unique = np.unique(np.round(tr, 4), axis=0)
     # distance of every evaluation day to its closest training day, relative to the patterns' size
-    d = np.sqrt(((ev[:, None, :] - tr_unique[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
+    d = _nearest(ev, tr_unique)
     scale = np.sqrt((tr_unique**2).mean())
     assert d.min() > 0.05 * scale, (var, float(d.min()), float(scale))
     # and the training years do re-use their own pool (the check can see a copy when there is one)
-    dup = np.sqrt(((tr[:50, None, :] - tr_unique[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
+    dup = _nearest(tr[:50], tr_unique)
     assert dup.max() < 1e-3 * scale
 
 
@@ -180,8 +185,6 @@ def test_validation_days_are_not_training_weather(demo_archive: Path, var: str, 
     ERA5 day (or hour) of the days it trains on: early stopping and the sampler tuning are judged
     on new weather. Before, they were copies of training days and the tuned sampler was
     under-dispersed on the held-out year."""
-    from aid.demo import validation_days
-
     cfg = load_config()
     t0, t1 = cfg["model"]["train"]["years"]
     ref = _ref(demo_archive, var)
@@ -191,7 +194,7 @@ def test_validation_days_are_not_training_weather(demo_archive: Path, var: str, 
                              cfg["model"]["train"]["val_block_days"])
     t = ref["time"].dt
     dates = list(zip(t.year.values.tolist(), t.month.values.tolist(), t.day.values.tolist()))
-    assert sorted(dates[i] for i in va) == sorted(validation_days(cfg, cfg["evaluation"]["period"]))
+    assert sorted(dates[i] for i in va) == sorted(demo.validation_days(cfg, cfg["evaluation"]["period"]))
     is_val = np.zeros(ref.sizes["time"], bool)
     is_val[va] = True
     pat = _patterns(ref, kind)
@@ -200,7 +203,7 @@ def test_validation_days_are_not_training_weather(demo_archive: Path, var: str, 
     assert len(val) > 40 and len(tr) > 500
     tr_unique = np.unique(np.round(tr, 4), axis=0)
     scale = np.sqrt((tr_unique**2).mean())
-    d = np.sqrt(((val[:, None, :] - tr_unique[None, :, :]) ** 2).mean(axis=2)).min(axis=1)
+    d = _nearest(val, tr_unique)
     assert d.min() > 0.05 * scale, (var, float(d.min()), float(scale))
     # validation days repeat their own small pool, so the check can see a copy when there is one
     dv = np.sqrt(((val[:20, None, :] - val[None, :, :]) ** 2).mean(axis=2))

@@ -41,10 +41,14 @@ def _deliverables(cfg: dict) -> dict[Path, np.ndarray]:
     return out
 
 
+def _check_file(cfg: dict, job: dict) -> Path:
+    """The check report of one downscale job (rule check's output)."""
+    return Path(cfg["output_dir"]) / "checks" / job["source"] / job["experiment"] / job["member"] / f"{job['year']}.json"
+
+
 def _checked(cfg: dict) -> list[Path]:
     """Every downscale job's check file: the targets that need exactly the downscale stage."""
-    return [Path(cfg["output_dir"]) / "checks" / j["source"] / j["experiment"] / j["member"] / f"{j['year']}.json"
-            for j in naming.downscale_jobs(cfg)]
+    return [_check_file(cfg, j) for j in naming.downscale_jobs(cfg)]
 
 
 def test_sigkill_mid_downscale_then_resume_is_identical(pipeline, tmp_path) -> None:  # noqa: F811
@@ -96,7 +100,7 @@ def test_corrupt_member_fails_alone_with_keep_going(pipeline, tmp_path) -> None:
     # Independent jobs (historical and evaluation) completed.
     hist = [j for j in naming.downscale_jobs(cfg) if j["experiment"] != "ssp245"]
     for j in hist:
-        assert (out / "checks" / j["source"] / j["experiment"] / j["member"] / f"{j['year']}.json").exists()
+        assert _check_file(cfg, j).exists()
     assert not all(p.exists() for p in _checked(cfg))
     # Fix the file, re-run: completes.
     bad.write_bytes(good)
