@@ -48,6 +48,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, AN
             module = nodeid.split("::", 1)[0]
             return module if Path(module).name in ONE_WORKER_MODULES else nodeid
 
+        def remove_node(self, node):  # noqa: ANN001, ANN202
+            """A crashed worker's running test is reported failed and not run again (as ``--dist
+            load`` does; LoadScopeScheduling would queue it again, and a test that crashes or hangs
+            its worker would then take a second worker down with it); the rest of its work goes
+            back to the queue."""
+            workload = self.assigned_work.pop(node)
+            pending = [(scope, nodeid) for scope, unit in workload.items() for nodeid, done in unit.items() if not done]
+            if not pending:
+                return None
+            scope, crashed = pending[0]  # tests of a unit run in order: the first not done was running
+            workload[scope][crashed] = True
+            for scope, unit in workload.items():
+                if not all(unit.values()):
+                    self.workqueue[scope] = unit
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashed
+
     return ModuleGroups(config, log)
 
 

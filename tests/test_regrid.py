@@ -257,6 +257,46 @@ def test_banded_conservative_time_split_and_dask_agree(t2m):
     np.testing.assert_allclose(lazy.values, together, rtol=0, atol=1e-4)
 
 
+def test_banded_products_in_dask_threads_leave_blas_threads_alone(t2m):
+    """BLAS's thread count is process-wide and OpenBLAS may crash when it changes while another
+    thread is inside a BLAS call, so only the main thread may change it: the dask tasks of a lazy
+    regrid (four threads at once here) compute with whatever the main thread set, and agree with
+    the eager result."""
+    import threading
+
+    import dask
+    from threadpoolctl import threadpool_info
+
+    from aid.regrid import _conservative, _target_coords
+    from aid.regrid.banded import single_threaded_blas
+
+    refused = []
+
+    def enter() -> None:
+        try:
+            with single_threaded_blas():
+                pass
+        except RuntimeError as exc:
+            refused.append(str(exc))
+
+    worker = threading.Thread(target=enter)
+    worker.start()
+    worker.join()
+    assert refused and "main thread" in refused[0]
+
+    base = t2m.rename(latitude="lat", longitude="lon").t2m
+    src = xr.concat([base + 0.5 * k for k in range(8)], dim="time").to_dataset(name="t2m")
+    target = _target_coords(global_grid(2.0))
+    eager = _conservative(src, target, align=True).t2m.values
+    before = [(m["filepath"], m["num_threads"]) for m in threadpool_info() if m["user_api"] == "blas"]
+    with dask.config.set(scheduler="threads", num_workers=4):
+        lazy = _conservative(src.chunk({"time": 1}), target, align=True).t2m.values
+    assert [(m["filepath"], m["num_threads"]) for m in threadpool_info() if m["user_api"] == "blas"] == before
+    np.testing.assert_allclose(lazy, eager, rtol=0, atol=1e-4)
+    with single_threaded_blas():
+        assert {m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"} == {1}
+
+
 def test_refined_polar_rows_at_the_seam_take_their_own_column(t2m_2deg):
     """Regression: the rim pass's ghost longitude column aliased 177E onto 179E's value."""
     fine = regrid(t2m_2deg, era5_global_grid())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -221,9 +222,15 @@ class _ConservativePlan:
     def apply(self, data: np.ndarray) -> np.ndarray:
         """Regrid ``data`` (..., stored lat, stored lon) -> (..., target lat, target lon).
 
-        Large inputs are split along the leading (time) axis over one thread per core, each
-        running single-threaded BLAS: the block products are small, and OpenBLAS's own threads
-        spin-wait per call, which on oversubscribed cores makes run times erratic.
+        Called from the main thread, large inputs are split along the leading (time) axis over one
+        thread per core, each running single-threaded BLAS: the block products are small, and
+        OpenBLAS's own threads spin-wait per call, which on oversubscribed cores makes run times
+        erratic. Called from any other thread (a dask task: xarray's ``apply_ufunc`` with
+        ``dask="parallelized"`` runs one call per chunk in dask's pool) it computes in that thread
+        and leaves BLAS's thread count alone: OpenBLAS's ``openblas_set_num_threads`` is
+        process-wide and not safe while another thread is inside a BLAS call, so toggling it from
+        several dask threads at once can crash the process. Callers that run dask wrap the compute
+        in :func:`single_threaded_blas` from the main thread instead (:func:`aid.regrid.remap.regrid_file`).
         """
         dtype = np.result_type(np.float32, data.dtype)
         lead = data.shape[:-2]
@@ -231,18 +238,18 @@ class _ConservativePlan:
         nt_lat, nt_lon = self.target_shape
         out = np.empty((x.shape[0], nt_lat, nt_lon), dtype=dtype)
         n = x.shape[0]
-        workers = min(_n_workers(), n) if x.size + out.size >= _PARALLEL_MIN_SIZE else 1
-        with _single_threaded_blas():
-            if workers <= 1:
-                self._apply3(x, out)
-            else:
-                from concurrent.futures import ThreadPoolExecutor
+        main = threading.current_thread() is threading.main_thread()
+        workers = min(_n_workers(), n) if main and x.size + out.size >= _PARALLEL_MIN_SIZE else 1
+        if workers <= 1:
+            self._apply3(x, out)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-                edges = np.linspace(0, n, workers + 1).astype(int)
-                with ThreadPoolExecutor(workers) as pool:
-                    jobs = [pool.submit(self._apply3, x[i0:i1], out[i0:i1]) for i0, i1 in zip(edges[:-1], edges[1:])]
-                    for job in jobs:
-                        job.result()
+            edges = np.linspace(0, n, workers + 1).astype(int)
+            with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+                jobs = [pool.submit(self._apply3, x[i0:i1], out[i0:i1]) for i0, i1 in zip(edges[:-1], edges[1:])]
+                for job in jobs:
+                    job.result()
         return out.reshape(lead + (nt_lat, nt_lon))
 
 
@@ -262,12 +269,15 @@ def _n_workers() -> int:
 
 
 @contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Limit BLAS to one thread while :meth:`_ConservativePlan.apply` runs its own threads.
+def single_threaded_blas() -> Iterator[None]:
+    """Limit BLAS to one thread for the duration; enter it only from the main thread, before any
+    other thread of the process runs BLAS (the setting is process-wide; see :meth:`_ConservativePlan.apply`).
 
     threadpoolctl is optional (not a declared dependency): without it BLAS keeps its threads,
     which is correct, only slower when the cores are oversubscribed.
     """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("single_threaded_blas() changes a process-wide setting: enter it from the main thread")
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

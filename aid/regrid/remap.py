@@ -15,6 +15,7 @@ import xarray as xr
 
 from aid.errors import ConfigError, DataError
 from aid.regrid.grid import source_lat_bounds, _outer_edges, _pad_edges, _rename_latlon, _rim_blocks, _spacing, _target_coords, align_longitudes, normalise_coords
+from aid.regrid.banded import single_threaded_blas
 from aid.regrid.weights import _conservative_plan, _PlanError
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,8 @@ def regrid_file(in_path: str | os.PathLike[str], config: Mapping[str, Any], out_
     ds = open_dataset(in_path)
     time_encoding = dict(ds["time"].encoding) if "time" in ds.variables else {}
     target = coarse_grid(config)
-    out = regrid(ds, target, method, backend).load()
+    with single_threaded_blas():  # dask's threads run the banded products; one BLAS thread each
+        out = regrid(ds, target, method, backend).load()
     for name, da in out.data_vars.items():
         if not {"lat", "lon"} <= set(da.dims):
             continue
