@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 #: Test modules whose tests all run on one xdist worker, in file order (see
 #: :func:`pytest_xdist_make_scheduler`); every other test is scheduled alone.
 ONE_WORKER_MODULES: dict[str, str] = {
-    "test_slurm.py": "one SLURM queue: spread over two workers, the short sbatch checks wait behind the "
-                     "workflow test's ~50 jobs and time out",
+    "test_slurm.py": "its sbatch checks run in file order, the workflow check (the shared pipeline run's "
+                     "log, AID_SLURM_WORKFLOW=full) last",
     "test_downscale.py": "its trained checkpoint and downscaled year (session fixtures) are built once",
     "test_adjust.py": "its adjusted CanESM2/NRCan and demo-file fixtures are built once",
     "test_faults.py": "the SIGKILL test's `snakemake --unlock` clears every lock of the repository's "
