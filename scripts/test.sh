@@ -8,4 +8,4 @@ bash scripts/setup.sh
 # The pipeline tests share one workflow run across workers (tests/conftest.py `pipeline`, file lock);
 # tests/conftest.py's scheduler keeps a few modules (ONE_WORKER_MODULES: the SLURM queue, costly
 # fixtures) on one worker each.
-python -m pytest -n "${AID_TEST_WORKERS:-2}" --dist load -m "not slow" --durations=15 "$@"
+python -m pytest -n "${AID_TEST_WORKERS:-2}" --dist load -m "not slow" --durations=30 "$@"

@@ -35,10 +35,17 @@ def cf_results(path: Path) -> tuple[list[str], list[str]]:
 
     suite = CheckSuite()
     suite.load_all_available_checkers()
+    # The checker's netCDF4.Dataset is closed here, never left to the garbage collector: netCDF-C is
+    # not thread-safe and netCDF4 releases the GIL in its calls, so a Dataset finalised by a
+    # collection in another thread while this process reads NetCDF crashes it (a segfault in
+    # nc_open, seen on CI).
     ds = suite.load_dataset(str(path))
-    groups, crashed = suite.run_all(ds, [CF_SUITE], skip_checks=[])[CF_SUITE]
-    assert not crashed, f"{path.name}: checker crashed in {list(crashed)}"
-    report = suite.build_structure(CF_SUITE, groups, str(path), 1)
+    try:
+        groups, crashed = suite.run_all(ds, [CF_SUITE], skip_checks=[])[CF_SUITE]
+        assert not crashed, f"{path.name}: checker crashed in {list(crashed)}"
+        report = suite.build_structure(CF_SUITE, groups, str(path), 1)
+    finally:
+        ds.close()
 
     def failed(results: list) -> list[str]:
         return [f"{r.name}: {m}" for r in results if r.value[0] < r.value[1] for m in (r.msgs or ["(no message)"])]
@@ -123,6 +130,17 @@ def test_every_deliverable_kind_passes_the_cf_checker(pipeline, tmp_path) -> Non
     log.info("compliance-checker %s summary: %s", CF_SUITE, json.dumps(summary, indent=1))
     (tmp_path / "cf-summary.json").write_text(json.dumps(summary, indent=1))
     assert not problems, "\n".join(problems)
+    # The checker keeps its datasets in caches (and a netCDF4.Dataset is in a reference cycle with
+    # its variables): any left open would be closed by a garbage collection in whatever thread
+    # runs it, racing this process's other netCDF-C calls (see cf_results).
+    import gc
+
+    import netCDF4
+
+    checked = {str(p) for p in files.values()}
+    still_open = [d.filepath() for d in gc.get_objects()
+                  if isinstance(d, netCDF4.Dataset) and d.isopen() and d.filepath() in checked]
+    assert not still_open, still_open
 
 
 def test_checker_finds_what_aid_would_break(pipeline, tmp_path) -> None:
