@@ -69,6 +69,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, AN
     return ModuleGroups(config, log)
 
 
+def _uses_pipeline(item: pytest.Item) -> bool:
+    return "pipeline" in getattr(item, "fixturenames", ()) or item.get_closest_marker("pipeline") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order: one test of the shared pipeline run first, every test that does not need the run next,
+    the rest of the run's tests last (stable otherwise).
+
+    The run (``pipeline``; through SLURM on CI) takes minutes and the first worker to need it runs it
+    while any other worker that needs it waits on its lock. Starting it at once and giving the other
+    worker the independent tests meanwhile keeps both busy. Every xdist worker collects the same
+    items and applies the same order, which is the order the controller schedules in.
+    """
+    first = next((i for i, it in enumerate(items) if _uses_pipeline(it)), None)
+    if first is None:
+        return
+    rank = {id(it): (0 if i == first else 2 if _uses_pipeline(it) else 1) for i, it in enumerate(items)}
+    items.sort(key=lambda it: rank[id(it)])
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real climate data (README.md there lists every file)."""

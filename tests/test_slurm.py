@@ -140,6 +140,7 @@ def test_profile_small_workflow(tmp_path: Path) -> None:
     print(f"2 SLURM jobs + 1 local rule in {took:.1f} s")
 
 
+@pytest.mark.pipeline  # full: it checks the shared run (scheduled with the other tests of that run)
 @pytest.mark.skipif(slurm_workflow_mode() == "off", reason="AID_SLURM_WORKFLOW=off")
 def test_aid_workflow_through_sbatch(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The aid workflow (tests/data/tiny.yaml) with `--profile slurm`: every non-local job is a SLURM job.
