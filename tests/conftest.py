@@ -41,6 +41,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, AN
     """
     if config.getvalue("dist") not in ("load", "loadgroup"):
         return None
+    # Units in collection order (pytest_collection_modifyitems), not LoadScopeScheduling's default
+    # of the units with most tests first, which would put the grouped modules ahead of everything.
+    config.option.loadscopereorder = False
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleGroups(LoadScopeScheduling):
@@ -144,8 +147,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
 
 @pytest.fixture(scope="session")
 def pipeline_lock(pipeline, tmp_path_factory: pytest.TempPathFactory, worker_id: str):
-    """A lock a test holds while it re-runs jobs in, or plans against, the shared pipeline run, so a
-    dry run never sees another worker's job half-done."""
+    """A lock a test holds while it plans against (dry runs), or reads several files of, the shared
+    pipeline run; tests that re-run jobs do so in copies of the run."""
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
