@@ -85,11 +85,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     worker the independent tests meanwhile keeps both busy. Every xdist worker collects the same
     items and applies the same order, which is the order the controller schedules in.
     """
-    first = next((i for i, it in enumerate(items) if _uses_pipeline(it)), None)
-    if first is None:
-        return
-    rank = {id(it): (0 if i == first else 2 if _uses_pipeline(it) else 1) for i, it in enumerate(items)}
-    items.sort(key=lambda it: rank[id(it)])
+    first = next((it for it in items if _uses_pipeline(it)), None)
+    items.sort(key=lambda it: 0 if it is first else 2 if _uses_pipeline(it) else 1)
 
 
 @pytest.fixture(scope="session")

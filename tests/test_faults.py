@@ -9,7 +9,6 @@ and only the stage under test re-runs: they ask Snakemake for every job's checke
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,15 +20,9 @@ import pytest
 import xarray as xr
 
 from aid import naming
-from workflow_run import ROOT, TINY, snakemake, tiny_config
+from workflow_run import ROOT, TINY, copy_upstream, snakemake, tiny_config
 
 pytestmark = pytest.mark.pipeline  # shares test_workflow's run (conftest.py `pipeline`)
-
-DOWNSTREAM = ("downscale", "baseline", "checks", "indices", "evaluation", "targets")
-
-
-def _copy_upstream(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, copy_function=shutil.copy2, ignore=shutil.ignore_patterns(*DOWNSTREAM))
 
 
 def _deliverables(cfg: dict) -> dict[Path, np.ndarray]:
@@ -54,7 +47,7 @@ def _checked(cfg: dict) -> list[Path]:
 def test_sigkill_mid_downscale_then_resume_is_identical(pipeline, tmp_path) -> None:  # noqa: F811
     ref_out, ref_cfg = pipeline
     out = tmp_path / "results"
-    _copy_upstream(ref_out, out)
+    copy_upstream(ref_out, out)
     cfg = tiny_config(out)
     cmd = [
         sys.executable, "-m", "snakemake", "--cores", "1", *map(str, _checked(cfg)),
@@ -86,7 +79,7 @@ def test_sigkill_mid_downscale_then_resume_is_identical(pipeline, tmp_path) -> N
 def test_corrupt_member_fails_alone_with_keep_going(pipeline, tmp_path) -> None:  # noqa: F811
     ref_out, _ = pipeline
     out = tmp_path / "results"
-    _copy_upstream(ref_out, out)
+    copy_upstream(ref_out, out)
     cfg = tiny_config(out)
     bad = out / "adjusted" / cfg["search"]["sources"][0] / "ssp245" / cfg["search"]["members"][0]
     bad = bad.with_suffix(".nc")

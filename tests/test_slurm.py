@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from workflow_run import (ROOT, SUBMITTED, TINY, scontrol_job, slurm_args, slurm_up,
+from workflow_run import (ROOT, SUBMITTED, TINY, job_records, scontrol_job, slurm_args, slurm_up,
                           slurm_workflow_mode)
 
 PROFILE = ROOT / "slurm"
@@ -50,15 +50,15 @@ def run_snakemake(args: list[str], cwd: Path, timeout: int) -> tuple[subprocess.
     return res, time.monotonic() - t0
 
 
-def check_submissions(log: str, records: dict[str, dict[str, str]] | None = None) -> dict[str, list[str]]:
+def check_submissions(log: str, records: dict[str, dict[str, str]]) -> dict[str, list[str]]:
     """Rule name -> SLURM job ids, from Snakemake's log; every job in it must be COMPLETED in SLURM
-    (``records``: ``scontrol show job`` of each job taken earlier; else asked now)."""
+    (``records``: ``scontrol show job`` of each, :func:`workflow_run.job_records`)."""
     by_rule: dict[str, list[str]] = {}
     for jobid, logpath in SUBMITTED.findall(log):
         # <logdir>/rule_<name>[/<wildcards>]/<jobid>.log
         rule = next(p for p in Path(logpath).parts if p.startswith("rule_")).removeprefix("rule_")
         by_rule.setdefault(rule, []).append(jobid)
-        info = records[jobid] if records is not None else scontrol_job(jobid)
+        info = records[jobid]
         assert info["JobState"] == "COMPLETED", (jobid, info.get("JobState"), info.get("Reason"))
         assert info["Comment"].startswith(f"rule_{rule}"), (jobid, info["Comment"])
     return by_rule
@@ -127,7 +127,7 @@ def test_profile_small_workflow(tmp_path: Path) -> None:
         ["--profile", str(PROFILE), "--slurm-keep-successful-logs", "out/all.txt"], tmp_path, timeout=1800
     )
     assert res.returncode == 0, res.stderr[-5000:]
-    by_rule = check_submissions(res.stderr)
+    by_rule = check_submissions(res.stderr, job_records(res.stderr))
     assert sorted(by_rule) == ["cpu", "gpu"], by_rule
     gpu = scontrol_job(by_rule["gpu"][0])
     assert "gpu:1" in gpu.get("TresPerJob", ""), gpu
@@ -166,7 +166,8 @@ def test_aid_workflow_through_sbatch(tmp_path: Path, request: pytest.FixtureRequ
         ]
         res, took = run_snakemake(args, ROOT, timeout=3000)
         assert res.returncode == 0, f"{res.stdout[-2000:]}\n{res.stderr[-8000:]}"
-        log, records = res.stderr, None
+        log = res.stderr
+        records = job_records(log)
     by_rule = check_submissions(log, records)
     ran = RULE_BLOCK.findall(log)
     remote = sorted({name for kind, name in ran if kind == "rule"})
@@ -177,7 +178,7 @@ def test_aid_workflow_through_sbatch(tmp_path: Path, request: pytest.FixtureRequ
     assert set(local) <= {"all", "catalog", "check_fetch", "check", "downscale_member",
                           "downscale_experiment", "ensemble_stats", "landing", "multi_model_stats"}, local
     assert "train" in by_rule
-    train = records[by_rule["train"][0]] if records is not None else scontrol_job(by_rule["train"][0])
+    train = records[by_rule["train"][0]]
     assert "gpu:1" in train.get("TresPerJob", ""), train
     assert int(train["NumCPUs"]) >= 1
     if mode == "full":  # the whole workflow: every stage down to the report's inputs ran as SLURM jobs

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
 #: Snakemake's line for each job the slurm executor submitted.
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+#: Output folders of the downscale stage and everything built on it (what a copy of a run leaves out).
+DOWNSTREAM = ("downscale", "baseline", "checks", "indices", "evaluation", "targets")
 
 
 def snakemake(out: Path, *extra: str, check: bool = True, targets: Sequence[Path | str] = (),
@@ -42,6 +44,12 @@ def snakemake(out: Path, *extra: str, check: bool = True, targets: Sequence[Path
     if check and res.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}")
     return res
+
+
+def copy_upstream(src: Path, dst: Path) -> None:
+    """A copy of the run ``src`` without its :data:`DOWNSTREAM` outputs (mtimes kept), for tests that
+    re-run jobs without touching the shared run."""
+    shutil.copytree(src, dst, copy_function=shutil.copy2, ignore=shutil.ignore_patterns(*DOWNSTREAM))
 
 
 def tiny_config(out: Path) -> dict:
@@ -72,6 +80,12 @@ def scontrol_job(jobid: str) -> dict[str, str]:
         ["scontrol", "show", "job", "-o", str(jobid)], capture_output=True, text=True, check=True
     ).stdout
     return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+
+
+def job_records(log: str) -> dict[str, dict[str, str]]:
+    """``scontrol show job`` of every job a Snakemake log says it submitted to SLURM, taken now:
+    SLURM keeps finished jobs' records only MinJobAge seconds."""
+    return {jobid: scontrol_job(jobid) for jobid, _ in SUBMITTED.findall(log)}
 
 
 def node_resources() -> tuple[int, int]:
@@ -108,14 +122,12 @@ def run_pipeline(out: Path) -> tuple[Path, dict]:
 
     Through SLURM when :func:`slurm_workflow_mode` is ``full`` and a controller is up. Snakemake's
     log goes to ``<out>/../snakemake.log`` and, for a SLURM run, ``scontrol show job`` of every
-    submitted job to ``<out>/../slurm_jobs.json``, taken right after the run: SLURM keeps finished
-    jobs' records only MinJobAge seconds.
+    submitted job to ``<out>/../slurm_jobs.json`` (:func:`job_records`, right after the run).
     """
     run_dir = out.parent
     through_slurm = slurm_workflow_mode() == "full" and slurm_up()
     res = snakemake(out, *(slurm_args(run_dir) if through_slurm else []))
     (run_dir / "snakemake.log").write_text(res.stderr)
     if through_slurm:
-        jobs = {jobid: scontrol_job(jobid) for jobid, _ in SUBMITTED.findall(res.stderr)}
-        (run_dir / "slurm_jobs.json").write_text(json.dumps(jobs, indent=1))
+        (run_dir / "slurm_jobs.json").write_text(json.dumps(job_records(res.stderr), indent=1))
     return out, tiny_config(out)
