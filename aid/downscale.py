@@ -318,19 +318,22 @@ def _stream(
 # Jobs
 # ----------------------------------------------------------------------------------------------
 def sampler_settings(dcfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Heun sampler settings: steps, churn, rho, sigma_max (in that order).
+    """Heun sampler settings: steps, churn, rho, sigma_max, noise_scale.
 
     Config ``downscale`` keys that are set win; null ones (the schema's default) take the checkpoint's
     ``defaults`` (:attr:`aid.model.api.Downscaler.sampler_defaults`: the settings chosen on
-    validation fields at the end of training, see :mod:`aid.model.tune`). One function so the
-    downscale jobs and the benchmarks read the same settings.
+    validation fields at the end of training, see :mod:`aid.model.tune`). ``noise_scale`` is a
+    {variable: factor} mapping: the variables config names override the checkpoint's factors, the
+    others keep them. One function so the downscale jobs and the benchmarks read the same settings.
     """
     def pick(key: str) -> Any:
         v = dcfg[key]
         return defaults[key] if v is None else v
 
+    scale = {str(k): float(v) for k, v in {**(defaults.get("noise_scale") or {}),
+                                           **(dcfg.get("noise_scale") or {})}.items()}
     return {"steps": int(pick("steps")), "churn": float(pick("churn")), "rho": float(pick("rho")),
-            "sigma_max": float(pick("sigma_max"))}
+            "sigma_max": float(pick("sigma_max")), "noise_scale": scale}
 
 
 def downscale_year(
@@ -386,19 +389,23 @@ def downscale_year(
     check_time_range(targets, coarse.days, coarse.calendar, source)
     samples = sorted({s for _, s in targets})
     seed = int(dcfg["seed"])
-    steps, churn, rho, sigma_max = sampler_settings(dcfg, dl.sampler_defaults).values()
+    settings = sampler_settings(dcfg, dl.sampler_defaults)
+    steps, churn, rho, sigma_max = (settings[k] for k in ("steps", "churn", "rho", "sigma_max"))
+    noise_scale = dl.noise_factors(settings["noise_scale"])
     stream = noise_stream(source, experiment, member)
     conserve = [v for v in dcfg["conserve"] if v in dl.variables]
     day_rho = float(dl.sampler_defaults["day_correlation"] if dcfg["day_correlation"] is None else dcfg["day_correlation"])
-    log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, day "
-             "correlation %g, conserved %s, %d days in batches of %d", source, experiment, member, year, samples, seed,
-             steps, churn, rho, sigma_max, day_rho, conserve or "none",
+    scale_text = ", ".join(f"{v} {f:g}" for v, f in zip(dl.variables, noise_scale))
+    log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, noise factors "
+             "%s, day correlation %g, conserved %s, %d days in batches of %d", source, experiment, member, year, samples,
+             seed, steps, churn, rho, sigma_max, scale_text, day_rho, conserve or "none",
              len(coarse.days),
              int(dcfg["batch_days"]))
 
     def produce(batch: xr.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         out = dl.sample(batch, samples=samples, seed=seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max,
-                        stream=stream, conserve=conserve, day_correlation=day_rho)
+                        stream=stream, conserve=conserve, day_correlation=day_rho,
+                        noise_scale=dict(zip(dl.variables, noise_scale)))
         if "sample" in out.coords:
             out = out.sel(sample=samples)
         fields = {v: np.array(out[v].transpose("sample", "time", "lat", "lon").values, dtype="f4") for v in out.data_vars
@@ -414,6 +421,7 @@ def downscale_year(
         "sampler_churn": churn,
         "sampler_rho": rho,
         "sampler_sigma_max": sigma_max,
+        "sampler_noise_scale": scale_text,
         "coarse_cell_conservation": ", ".join(conserve) or "none",
         "sampler_day_correlation": day_rho,
         "n_samples": int(dcfg["n_samples"]),
@@ -421,7 +429,7 @@ def downscale_year(
         "coarse_input": ", ".join(relpath_or_name(p) for p in coarse.files),
         "training_domain": dl.training_domain_attr(),
     }
-    identity = [dl.checkpoint_sha256, seed, stream, steps, churn, rho, sigma_max, device, conserve, day_rho,
+    identity = [dl.checkpoint_sha256, seed, stream, steps, churn, rho, sigma_max, noise_scale, device, conserve, day_rho,
                 *_file_sha256(coarse.files)]
     return _stream(config, coarse, targets, samples, produce, model=MODEL_ID, source=source, experiment=experiment,
                    member=member, provenance=provenance, identity=identity,

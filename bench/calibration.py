@@ -7,7 +7,7 @@ The UK t2m checkpoint that bench/pgw.py trains (bench/model_skill.py's protocol:
 re-tuned on its own validation fields with :func:`aid.model.tune.tune_sampler` (the tuner training
 runs; its table records each setting's validation spread-skill), and the setting it keeps is
 scored on the held-out days 25-31 (every ``--hour-stride``-th hour, ``--members`` members, same
-seeds) beside the validation setting with the spread-skill closest to 1 and IPSL-AID's 10-step
+seeds), with and without the per-variable noise factor it chose, beside the validation setting with the spread-skill closest to 1 and IPSL-AID's 10-step
 stochastic sampler (maximal churn, 19 evaluations). Per setting, with the evaluation stage's
 area-weighted metrics (aid.evaluate.metrics): fair and
 standard CRPS, ensemble-mean MAE, standard CRPS / MAE (0.742 for a calibrated Gaussian ensemble of
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--hour-stride", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sweep", type=float, nargs="*", default=[0.9, 1.1, 1.2],
+                    help="noise factors also scored on the held-out days, for reference")
     ap.add_argument("--out", default=str(OUT / "calibration.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -89,18 +91,21 @@ def main(argv: list[str] | None = None) -> int:
         prep = prepare_training(cfg, [Path(tmp) / "fine_tas.nc"], [Path(tmp) / "coarse_tas.nc"],
                                 ms.DATA / "era5-static-z-lsm-global.nc", 0.1)
         t0 = time.monotonic()
-        tuned = _tune(content, _validation_set(prep, int(content["patch"])), ckpt)
+        tuned = _tune(content, _validation_set(prep, int(content["patch"])), ckpt, noise_scale=True)
         tune_s = time.monotonic() - t0
     rows = tuned["table"]
     closest = min(rows, key=lambda r: (abs(np.log(r["spread_skill"])), r["crps_fair_normalised"]))
+    plain = {k: tuned[k] for k in ("steps", "churn", "rho", "sigma_max")}
     settings = {
-        "tuner_choice": {k: tuned[k] for k in ("steps", "churn", "rho", "sigma_max")},
+        "tuner_choice": {**plain, "noise_scale": tuned.get("noise_scale")},
+        "tuner_choice_noise_factor_1": plain,
         "validation_spread_skill_closest_to_1": {k: closest[k] for k in ("steps", "churn", "rho", "sigma_max")},
         "ipsl_aid_19_evaluations": {"steps": 10, "churn": 40.0, "rho": 7.0, "sigma_max": 80.0},
     }
     test = np.flatnonzero(day >= 25)[:: args.hour_stride]
     truth = fine.tas.isel(time=test).astype(np.float64)
-    res: dict = {"tuning_table": rows, "tuning_seconds": round(tune_s, 1), "settings": settings, "scores": {}}
+    res: dict = {"tuning_table": rows, "noise_scale_table": tuned.get("noise_scale_table"),
+                 "tuning_seconds": round(tune_s, 1), "settings": settings, "scores": {}}
     for name, s in settings.items():
         t0 = time.monotonic()
         out = dl0.sample(coarse.isel(time=test), samples=list(range(1, args.members + 1)), seed=2024,
@@ -110,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
                                "network_evaluations": 2 * int(s["steps"]) - 1,
                                "seconds": round(time.monotonic() - t0, 1)}
         log.info("%s %s: %s", name, s, res["scores"][name])
+    # For reference only (the product chooses on validation fields, never on these days): how the
+    # held-out scores move with the noise factor around the tuner's setting.
+    res["held_out_noise_factor_sweep"] = {}
+    for f in args.sweep:
+        out = dl0.sample(coarse.isel(time=test), samples=list(range(1, args.members + 1)), seed=2024,
+                         stream="calibration", **{**plain, "noise_scale": {"tas": f}})
+        ens = out.tas.transpose("sample", "time", "lat", "lon").astype(np.float64)
+        res["held_out_noise_factor_sweep"][f"{f:g}"] = scores(ens, truth)
+        log.info("held-out, noise factor %g: %s", f, res["held_out_noise_factor_sweep"][f"{f:g}"])
     res["setup"] = {"checkpoint": str(ckpt), "checkpoint_sha256": digest, "members": args.members,
                     "test": f"2019-03-25..31, every {args.hour_stride}-th hour ({len(test)} fields)",
                     "gaussian_calibrated_crps_over_mae_10_members": 0.742}

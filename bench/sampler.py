@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     h, w = len(dl.lat), len(dl.lon)
     sigma_ckpt = dl.sigma_max
     # The pipeline's own reading of config downscale (sigma_max falls back to the checkpoint's).
-    d_steps, d_churn, d_rho, d_sigma = sampler_settings(dcfg, dl.sampler_defaults).values()
+    d_steps, d_churn, d_rho, d_sigma = (sampler_settings(dcfg, dl.sampler_defaults)[k]
+                                        for k in ("steps", "churn", "rho", "sigma_max"))
 
     res: dict = {
         "device": {"kind": "cpu", "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),

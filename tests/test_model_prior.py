@@ -22,7 +22,7 @@ from aid.model.checkpoint import load_checkpoint
 from aid.model.data import time_features
 from aid.model.prepare import prepare_training
 from aid.model.train import train_from_config
-from aid.model.tune import CANDIDATES, choose, fair_crps
+from aid.model.tune import CANDIDATES, NOISE_FACTORS, TIE, choose, fair_crps
 from aid.regrid import coarsen, normalise_coords, upsample
 
 ERA5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "era5"
@@ -141,6 +141,7 @@ def test_fair_crps_matches_scoringrules() -> None:
 def test_checkpoint_with_prior_and_tuned_sampler(march: dict, tmp_path: Path) -> None:
     """Training stores the prior and the chosen sampler; inference rebuilds both; config can override."""
     cfg = _cfg(steps=30, prior={"half_width": 1, "mode": "offset"})
+    cfg["model"]["tune_noise_scale"] = True
     ck = tmp_path / "ck.pt"
     train_from_config(cfg, [march["dir"] / "fine_tas.nc"], [march["dir"] / "coarse_tas.nc"], STATIC, ck, threads=1)
     content, _ = load_checkpoint(ck)
@@ -153,18 +154,36 @@ def test_checkpoint_with_prior_and_tuned_sampler(march: dict, tmp_path: Path) ->
                   == (tuned["steps"], tuned["sigma_max"], tuned["rho"]))
     assert chosen["crps_fair_normalised"] <= best * 1.005 and chosen == choose(tuned["table"])
     assert all(0.05 < r["spread_skill"] < 5 for r in tuned["table"])
+    # the per-variable noise factor: the one with (within the tie margin) the lowest validation CRPS
+    factor = tuned["noise_scale"]["tas"]
+    scored = {r["factor"]: r["crps_fair_normalised_per_channel"][0] for r in tuned["noise_scale_table"]}
+    assert set(scored) == set(NOISE_FACTORS) and scored[factor] <= min(scored.values()) * (1 + TIE)
     dl = Downscaler.load(ck, device="cpu")
     assert dl.prior is not None and dl.sampler_defaults == {**{k: tuned[k] for k in ("steps", "churn", "rho", "sigma_max")},
-                                                    "day_correlation": content["day_correlation"]["value"]}
+                                                    "day_correlation": content["day_correlation"]["value"],
+                                                    "noise_scale": {"tas": factor}}
     # null config keys take the checkpoint's choice, set ones override it
-    assert sampler_settings({"steps": None, "churn": None, "rho": None, "sigma_max": None}, dl.sampler_defaults) \
-        == {k: dl.sampler_defaults[k] for k in ("steps", "churn", "rho", "sigma_max")}
+    assert sampler_settings({"steps": None, "churn": None, "rho": None, "sigma_max": None, "noise_scale": None},
+                            dl.sampler_defaults) == {k: dl.sampler_defaults[k]
+                                                     for k in ("steps", "churn", "rho", "sigma_max", "noise_scale")}
+    assert sampler_settings({"steps": None, "churn": None, "rho": None, "sigma_max": None, "noise_scale": {"tas": 1.5}},
+                            dl.sampler_defaults)["noise_scale"] == {"tas": 1.5}
     # the day correlation was estimated on consecutive training days (hourly March: same hour, next day)
     assert content["day_correlation"]["pairs"] >= 8 and 0.0 <= content["day_correlation"]["value"] <= 0.95
-    assert sampler_settings({"steps": 9, "churn": None, "rho": None, "sigma_max": 5.0}, dl.sampler_defaults)["steps"] == 9
+    assert sampler_settings({"steps": 9, "churn": None, "rho": None, "sigma_max": 5.0, "noise_scale": None},
+                            dl.sampler_defaults)["steps"] == 9
     # offset mode: the members' mean sits near bicubic + prior, not near bicubic alone
     c_test = march["coarse"].isel(time=np.flatnonzero(march["test"])[:6])
     out = dl.sample(c_test, samples=[1, 2, 3, 4], seed=0, **dl.sampler_defaults, stream="test")
     truth = march["fine"].tas.sel(time=c_test.time).values
     bic = upsample(c_test, march["grid"], "bicubic").tas.transpose("time", "lat", "lon").values
     assert np.abs(out.tas.mean("sample").values - truth).mean() < 0.8 * np.abs(bic - truth).mean()
+    assert out.attrs["aid_sampler_noise_scale"] == f"tas {factor:g}"
+    # the factor scales the members' spread about their mean (linearly for a Gaussian target)
+    spread = {}
+    for f in (0.5, 2.0):
+        o = dl.sample(c_test, samples=[1, 2, 3, 4], seed=0, **{**dl.sampler_defaults, "noise_scale": {"tas": f}},
+                      stream="test")
+        spread[f] = float(o.tas.std("sample").mean())
+        assert o.attrs["aid_sampler_noise_scale"] == f"tas {f:g}"
+    assert 2.5 < spread[2.0] / spread[0.5] < 6.0, spread

@@ -11,7 +11,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,10 @@ class Downscaler:
             "rho": float(tuned.get("rho", FALLBACK["rho"])), "sigma_max": float(tuned.get("sigma_max", self.sigma_max)),
             # lag-1-day correlation of the training residual (aid.model.train._day_correlation);
             # checkpoints trained before it existed sample independent days
-            "day_correlation": float((content.get("day_correlation") or {}).get("value", 0.0))}
+            "day_correlation": float((content.get("day_correlation") or {}).get("value", 0.0)),
+            # per-variable noise factors chosen on validation fields (aid.model.tune.tune_noise_scale);
+            # checkpoints tuned before they existed sample every channel at factor 1
+            "noise_scale": {str(k): float(v) for k, v in (tuned.get("noise_scale") or {}).items()}}
         #: linear residual prior (aid.model.prior), None for checkpoints trained without one
         self.prior = RidgePrior.from_content(content.get("prior") or {})
         #: region (cell centres) and period of the training data
@@ -245,6 +248,7 @@ class Downscaler:
         *,
         stream: str,
         day_correlation: float = 0.0,
+        noise_scale: Sequence[float] | None = None,
     ) -> np.ndarray:
         """Sampled residuals in normalised units, (sample, time, C, H, W) float64.
 
@@ -257,7 +261,8 @@ class Downscaler:
         grid). ``tile`` (default: the training patch) is the tile size on larger domains.
         ``day_correlation`` > 0 correlates the noise of consecutive days
         (:func:`aid.model.sampler.day_weights`); ``keys`` then holds, per time, the keys of that
-        date and of the days before it (:func:`aid.model.data.lagged_date_keys`).
+        date and of the days before it (:func:`aid.model.data.lagged_date_keys`). ``noise_scale``
+        is the per-channel noise factor (:func:`aid.model.sampler.heun_sample`; None: all 1).
         """
         weights = day_weights(day_correlation)
         lagged = [[k] if isinstance(k, str) else list(k) for k in keys]
@@ -292,7 +297,7 @@ class Downscaler:
                     return tiled_apply(fn, x, cb, (tile, tile), overlap, self.periodic_lon)
 
                 r = heun_sample(denoise, gens, (c, h, w), steps, self.sigma_min, sigma_max or self.sigma_max, rho, churn,
-                                device=self.device, progress=progress).float().cpu().numpy()
+                                device=self.device, progress=progress, noise_scale=noise_scale).float().cpu().numpy()
                 for k, (d, s) in enumerate(rows):
                     res[samples.index(s), d] = r[k]
         return res * self.res_scale[None, None, :, None, None]
@@ -346,6 +351,7 @@ class Downscaler:
         stream: str,
         conserve: Sequence[str] = (),
         day_correlation: float = 0.0,
+        noise_scale: Mapping[str, float] | None = None,
     ) -> xr.Dataset:
         """Downscale ``coarse`` (time, lat, lon; physical units) -> (sample, time, lat, lon) float32.
 
@@ -357,6 +363,8 @@ class Downscaler:
         ``conserve`` is renormalised so that each sample averages back to ``coarse`` over every
         coarse cell (:mod:`aid.model.conserve`). ``day_correlation`` correlates the noise of
         consecutive days (:func:`aid.model.sampler.day_weights`; 0: independent days).
+        ``noise_scale`` maps variables to their noise factor (:func:`aid.model.sampler.heun_sample`;
+        variables not named, or None: 1).
         """
         from aid.regrid import normalise_coords
 
@@ -374,8 +382,10 @@ class Downscaler:
         if prior is not None:
             cond = np.concatenate([cond, prior], axis=1)
         keys = lagged_date_keys(times, len(day_weights(day_correlation)) - 1)
+        factors = self.noise_factors(noise_scale)
         r = self.sample_normalised(cond, tfeat, keys, samples, seed, steps, churn, rho, max_batch,
-                                   progress, sigma_max, tile=tile, stream=stream, day_correlation=day_correlation)
+                                   progress, sigma_max, tile=tile, stream=stream, day_correlation=day_correlation,
+                                   noise_scale=factors)
         if offset is not None:
             r = r + offset[None]
         ns, nt, c, h, w = r.shape
@@ -395,8 +405,21 @@ class Downscaler:
                           "aid_sampler_steps": str(steps), "aid_sampler_churn": str(churn), "aid_sampler_rho": str(rho),
                           "aid_sampler_noise_stream": stream, "aid_training_domain": self.training_domain_attr(),
                           "aid_coarse_cell_conservation": conserved,
-                          "aid_sampler_day_correlation": str(float(day_correlation))})
+                          "aid_sampler_day_correlation": str(float(day_correlation)),
+                          "aid_sampler_noise_scale": ", ".join(f"{v} {f:g}" for v, f in zip(self.variables, factors))})
         return out
+
+    def noise_factors(self, noise_scale: Mapping[str, float] | None) -> list[float]:
+        """Per-channel noise factors from a {variable: factor} mapping (unnamed variables: 1)."""
+        scale = dict(noise_scale or {})
+        unknown = sorted(set(scale) - set(self.variables))
+        if unknown:
+            raise CheckpointError(f"{self.path}: noise_scale names {unknown}, which this checkpoint does not downscale "
+                                  f"(it has {self.variables}).", "name only the checkpoint's variables in noise_scale.")
+        bad = {v: f for v, f in scale.items() if not (np.isfinite(float(f)) and float(f) > 0)}
+        if bad:
+            raise ValueError(f"noise_scale {bad}: every factor must be a positive number")
+        return [float(scale.get(v, 1.0)) for v in self.variables]
 
     def _conserve(self, phys: np.ndarray, coarse: xr.Dataset, variables: Sequence[str]) -> str:
         """Apply :mod:`aid.model.conserve` in place to ``phys`` (sample, time, C, H, W) for

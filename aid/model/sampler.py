@@ -143,6 +143,7 @@ def heun_sample(
     s_noise: float = 1.0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    noise_scale: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Draw one field per generator with the 2nd-order EDM sampler (2*steps-1 evaluations).
 
@@ -152,12 +153,26 @@ def heun_sample(
 
     ``denoise(x, sigma)`` returns D(x; sigma) for the whole batch (x: (B, C, H, W), sigma: scalar
     tensor). ``churn`` is S_churn; 0 gives the deterministic probability-flow ODE.
+
+    ``noise_scale`` (one factor per channel, default all 1) multiplies every noise draw of that
+    channel: a per-channel sampling temperature. For a Gaussian target the probability-flow ODE
+    maps its starting noise linearly onto the sample, so the factor scales that channel's ensemble
+    spread about its conditional mean; it is the lever that calibrates channels a network makes
+    over- or under-dispersed at the same time (:func:`aid.model.tune.tune_noise_scale`).
     """
     t = sigma_schedule(steps, sigma_min, sigma_max, rho)
     gamma = min(churn / steps, math.sqrt(2) - 1) if churn > 0 else 0.0
+    scale = None
+    if noise_scale is not None:
+        factors = [float(f) for f in noise_scale]
+        if len(factors) != shape[0] or not all(math.isfinite(f) and f > 0 for f in factors):
+            raise ValueError(f"heun_sample: noise_scale {factors} needs one positive factor per channel ({shape[0]})")
+        if any(f != 1.0 for f in factors):
+            scale = torch.tensor(factors, dtype=torch.float32).reshape(1, -1, 1, 1)
 
     def noise() -> torch.Tensor:
-        return torch.stack([draw(g, shape) for g in generators]).to(device)
+        z = torch.stack([draw(g, shape) for g in generators])
+        return (z if scale is None else z * scale).to(device)
 
     x = noise() * float(t[0])
     for i in tqdm(range(steps), desc="heun", leave=False, disable=not progress):

@@ -134,10 +134,11 @@ def training_domain(prep: Prepared, cfg: Mapping[str, Any]) -> dict[str, Any]:
                        if np.issubdtype(np.asarray(t).dtype, np.datetime64) else str(t[-1])]}
 
 
-def _tune(content: dict[str, Any], val: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Choose the checkpoint's default sampler settings on (up to 16 of) the validation fields."""
+def _tune(content: dict[str, Any], val: dict[str, Any], out: Path, noise_scale: bool) -> dict[str, Any]:
+    """Choose the checkpoint's default sampler settings on (up to 16 of) the validation fields
+    (and its per-variable noise factors when ``noise_scale``)."""
     from aid.model.api import Downscaler
-    from aid.model.tune import tune_sampler
+    from aid.model.tune import NOISE_FACTORS, tune_sampler
 
     n = len(val["t"])
     idx = np.unique(np.linspace(0, n - 1, min(n, TUNE_FIELDS)).round().astype(int))
@@ -145,7 +146,7 @@ def _tune(content: dict[str, Any], val: dict[str, Any], out: Path) -> dict[str, 
     # scored in normalised units (sample_normalised undoes res_scale), as without sigma_relative
     target = val["y"][idx] * dl.res_scale[None, :, None, None]
     return tune_sampler(dl, val["cond"][idx], val["tfeat"][idx], [f"validation{i}" for i in val["t"][idx]], target,
-                        static=val["static"])
+                        static=val["static"], noise_factors=NOISE_FACTORS if noise_scale else ())
 
 
 def _resume_mismatch(content: Mapping[str, Any], cfg: Mapping[str, Any], prep: Prepared) -> str:
@@ -562,7 +563,7 @@ def train_model(
                            elapsed0 + time.monotonic() - t0, sigma_max, history, best, static_path)
         content["day_correlation"] = day_rho
         if n_val and bool(mcfg["tune_sampler"]):
-            content["sampler"] = _tune(content, val, out)
+            content["sampler"] = _tune(content, val, out, bool(mcfg["tune_noise_scale"]))
         save_checkpoint(content, out)
         with contextlib.suppress(FileNotFoundError):
             last.unlink()
