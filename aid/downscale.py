@@ -331,7 +331,7 @@ def sampler_settings(dcfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> di
         return defaults[key] if v is None else v
 
     scale = {str(k): float(v) for k, v in {**(defaults.get("noise_scale") or {}),
-                                           **(dcfg.get("noise_scale") or {})}.items()}
+                                           **(dcfg["noise_scale"] or {})}.items()}
     return {"steps": int(pick("steps")), "churn": float(pick("churn")), "rho": float(pick("rho")),
             "sigma_max": float(pick("sigma_max")), "noise_scale": scale}
 

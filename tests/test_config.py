@@ -154,3 +154,24 @@ def _get(node: Any, path: str) -> Any:
             return "<absent>"
         node = node[part]
     return node
+
+
+def test_every_schema_key_reaches_the_workflow() -> None:
+    """Every config key reaches the workflow: named in a rule's ``cfg_slice`` (alone, or with its
+    whole section) or in its params, or read by the Snakefile to build the DAG. A job script sees
+    only its rule's slice, so a key left out of every slice is a KeyError in the job or, read with a
+    fallback, silently ignored, and changing it re-runs nothing (``downscale.noise_scale`` was once
+    left out of the downscale rule's slice)."""
+    import re
+
+    from aid.config import REPO_ROOT, load_schema
+
+    text = "".join(p.read_text() for p in [*(REPO_ROOT / "workflow").rglob("*.smk"), REPO_ROOT / "Snakefile"])
+    named = set(re.findall(r'"([a-z_]+\.[a-z_0-9.]+)"', text))  # "section.key" in slices and params
+    named |= {f"{a}.{b}" for a, b in re.findall(r'config\["([a-z_]+)"\]\["([a-z_0-9]+)"\]', text)}  # DAG reads
+    slice_args = re.findall(r"cfg_slice\(([^)]*)\)", text) + re.findall(r"[A-Z_]+_KEYS = \(([^)]*)\)", text)
+    sections = {k for args in slice_args for k in re.findall(r'"([a-z_]+)"', args)}
+    missing = [f"{sec}.{key}" if key else sec for sec, node in load_schema()["properties"].items()
+               if sec not in sections for key in (node.get("properties") or {"": None})
+               if (f"{sec}.{key}" if key else sec) not in named]
+    assert missing == [], f"config keys no rule receives: {missing}"

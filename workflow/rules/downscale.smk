@@ -23,7 +23,7 @@ rule downscale:
         # Changing the ensemble size, the seed, the sampler or the device re-runs exactly these jobs.
         config=cfg_slice(*NAMING_KEYS, *DRIVING_KEYS, *IDENTITY_KEYS, "domain.lat", "domain.lon", "grid", "downscale.n_samples",
                          "downscale.seed", "downscale.steps", "downscale.churn", "downscale.rho",
-                         "downscale.sigma_max", "downscale.day_correlation", "downscale.conserve",
+                         "downscale.sigma_max", "downscale.noise_scale", "downscale.day_correlation", "downscale.conserve",
                          "downscale.device"),
         execution=execution_settings,
     resources:
