@@ -13,6 +13,7 @@ import xarray as xr
 
 from aid.config import fill_defaults
 from aid.downscale import sampler_settings
+from aid.errors import CheckpointError
 from aid.grids import fine_grid
 from aid.io import write_netcdf
 from aid.model import prior as residual_prior
@@ -187,3 +188,6 @@ def test_checkpoint_with_prior_and_tuned_sampler(march: dict, tmp_path: Path) ->
         spread[f] = float(o.tas.std("sample").mean())
         assert o.attrs["aid_sampler_noise_scale"] == f"tas {f:g}"
     assert 2.5 < spread[2.0] / spread[0.5] < 6.0, spread
+    # a factor for a variable the checkpoint does not downscale is refused, naming the key and the fix
+    with pytest.raises(CheckpointError, match="(?s)noise_scale names \\['pr'\\].*name only the checkpoint's variables"):
+        dl.noise_factors({"pr": 1.2})
