@@ -17,8 +17,8 @@ standard CRPS, ensemble-mean MAE, standard CRPS / MAE (0.742 for a calibrated Ga
 own checkpoint: per variable, the spread-skill and fair CRPS of its ensemble (``--pipeline-members``)
 on the validation days of the training years and on the held-out evaluation year (every
 ``--pipeline-day-stride``-th day), as the downscale jobs sample them (coarse-cell conservation of
-pr), with factor 1 and with the per-variable noise factors the tuner chooses on the checkpoint's
-validation fields; and for the temperatures, the spread-skill of every demo weather pattern apart
+pr), with factor 1, with the per-variable noise factors the tuner chooses on the checkpoint's
+validation fields, and with IPSL-AID's 19-evaluation sampler; and for the temperatures, the spread-skill of every demo weather pattern apart
 (aid.demo's pools), which shows whether validation and held-out weather differ systematically.
 """
 
@@ -89,6 +89,10 @@ def scores(ens, truth) -> dict:  # noqa: ANN001
             "rank_bins_within_20_percent": bool(np.all(np.abs(rel - 1) <= 0.2))}
 
 
+#: IPSL-AID's sampler: 10 stochastic Heun steps, maximal churn, 19 network evaluations.
+IPSL_AID = {"steps": 10, "churn": 40.0, "rho": 7.0, "sigma_max": 80.0}
+
+
 def _temperature_pattern(t, part: str) -> int:  # noqa: ANN001
     """Index, within the demo temperature pool's ``part``, of the pattern drawn for date ``t``."""
     from aid.demo import POOL_SPLIT, pattern_sequence
@@ -134,9 +138,11 @@ def pipeline_calibration(results: Path, config_path: Path, members: int, day_str
         c, f = ref["coarse"].isel(time=sel).load(), ref["fine"].isel(time=sel).load()
         patterns = np.array([_temperature_pattern(t, part) for t in pd.to_datetime(c.time.values)])
         out[name] = {"fields": len(sel)}
-        for label, scale in (("factor_1", None), ("validation_chosen_factors", tuned["noise_scale"])):
+        runs = {"factor_1": (setting, None), "validation_chosen_factors": (setting, tuned["noise_scale"]),
+                "ipsl_aid_19_evaluations": (IPSL_AID, None)}
+        for label, (sampler, scale) in runs.items():
             ens = dl.sample(c, samples=list(range(1, members + 1)), seed=2024, stream="calibration", conserve=["pr"],
-                            noise_scale=scale, **setting)
+                            noise_scale=scale, **sampler)
             rows = {}
             for v in dl.variables:
                 e, o = ens[v].astype(np.float64), f[v].astype(np.float64)
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "tuner_choice": {**plain, "noise_scale": tuned.get("noise_scale")},
         "tuner_choice_noise_factor_1": plain,
         "validation_spread_skill_closest_to_1": {k: closest[k] for k in ("steps", "churn", "rho", "sigma_max")},
-        "ipsl_aid_19_evaluations": {"steps": 10, "churn": 40.0, "rho": 7.0, "sigma_max": 80.0},
+        "ipsl_aid_19_evaluations": IPSL_AID,
     }
     test = np.flatnonzero(day >= 25)[:: args.hour_stride]
     truth = fine.tas.isel(time=test).astype(np.float64)
