@@ -395,7 +395,7 @@ def downscale_year(
     stream = noise_stream(source, experiment, member)
     conserve = [v for v in dcfg["conserve"] if v in dl.variables]
     day_rho = float(dl.sampler_defaults["day_correlation"] if dcfg["day_correlation"] is None else dcfg["day_correlation"])
-    scale_text = ", ".join(f"{v} {f:g}" for v, f in zip(dl.variables, noise_scale))
+    scale_text = dl.noise_scale_text(noise_scale)
     log.info("downscaling %s/%s/%s/%d: samples %s, seed %d, steps %d, churn %g, rho %g, sigma_max %g, noise factors "
              "%s, day correlation %g, conserved %s, %d days in batches of %d", source, experiment, member, year, samples,
              seed, steps, churn, rho, sigma_max, scale_text, day_rho, conserve or "none",
@@ -404,8 +404,7 @@ def downscale_year(
 
     def produce(batch: xr.Dataset) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         out = dl.sample(batch, samples=samples, seed=seed, steps=steps, churn=churn, rho=rho, sigma_max=sigma_max,
-                        stream=stream, conserve=conserve, day_correlation=day_rho,
-                        noise_scale=dict(zip(dl.variables, noise_scale)))
+                        stream=stream, conserve=conserve, day_correlation=day_rho, noise_scale=settings["noise_scale"])
         if "sample" in out.coords:
             out = out.sel(sample=samples)
         fields = {v: np.array(out[v].transpose("sample", "time", "lat", "lon").values, dtype="f4") for v in out.data_vars

@@ -110,7 +110,7 @@ def pipeline_calibration(results: Path, config_path: Path, members: int, day_str
     from aid.model.api import Downscaler
     from aid.model.checkpoint import load_checkpoint
     from aid.model.prepare import prepare_training
-    from aid.model.train import TUNE_FIELDS, _validation_set
+    from aid.model.train import _validation_set, tuning_fields
     from aid.model.tune import tune_noise_scale
 
     cfg = load_config(config_path)
@@ -123,10 +123,8 @@ def pipeline_calibration(results: Path, config_path: Path, members: int, day_str
     t0 = time.monotonic()
     prep = prepare_training(json.loads(content["config_json"]), [results / "reference/fine" / f"{v}.nc" for v in dl.variables],
                             [results / "reference/coarse" / f"{v}.nc" for v in dl.variables], content["static_path"])
-    val = _validation_set(prep, int(content["patch"]))
-    idx = np.unique(np.linspace(0, len(val["t"]) - 1, min(len(val["t"]), TUNE_FIELDS)).round().astype(int))
-    tuned = tune_noise_scale(dl, val["cond"][idx], val["tfeat"][idx], [f"validation{i}" for i in val["t"][idx]],
-                             val["y"][idx] * dl.res_scale[None, :, None, None], setting, static=val["static"])
+    fields = tuning_fields(_validation_set(prep, int(content["patch"])), dl.res_scale)
+    tuned = tune_noise_scale(dl, setting=setting, **fields)
     out: dict = {"checkpoint_sha256": digest, "sampler": setting, "members": members,
                  "validation_chosen_noise_scale": tuned["noise_scale"], "tuning_seconds": round(time.monotonic() - t0, 1)}
     times = pd.to_datetime(ref["coarse"].time.values)

@@ -406,7 +406,7 @@ class Downscaler:
                           "aid_sampler_noise_stream": stream, "aid_training_domain": self.training_domain_attr(),
                           "aid_coarse_cell_conservation": conserved,
                           "aid_sampler_day_correlation": str(float(day_correlation)),
-                          "aid_sampler_noise_scale": ", ".join(f"{v} {f:g}" for v, f in zip(self.variables, factors))})
+                          "aid_sampler_noise_scale": self.noise_scale_text(factors)})
         return out
 
     def noise_factors(self, noise_scale: Mapping[str, float] | None) -> list[float]:
@@ -416,10 +416,11 @@ class Downscaler:
         if unknown:
             raise CheckpointError(f"{self.path}: noise_scale names {unknown}, which this checkpoint does not downscale "
                                   f"(it has {self.variables}).", "name only the checkpoint's variables in noise_scale.")
-        bad = {v: f for v, f in scale.items() if not (np.isfinite(float(f)) and float(f) > 0)}
-        if bad:
-            raise ValueError(f"noise_scale {bad}: every factor must be a positive number")
-        return [float(scale.get(v, 1.0)) for v in self.variables]
+        return [float(scale.get(v, 1.0)) for v in self.variables]  # values checked by heun_sample
+
+    def noise_scale_text(self, factors: Sequence[float]) -> str:
+        """Provenance text of per-channel noise factors, e.g. "tas 1, pr 0.8"."""
+        return ", ".join(f"{v} {f:g}" for v, f in zip(self.variables, factors))
 
     def _conserve(self, phys: np.ndarray, coarse: xr.Dataset, variables: Sequence[str]) -> str:
         """Apply :mod:`aid.model.conserve` in place to ``phys`` (sample, time, C, H, W) for

@@ -134,19 +134,24 @@ def training_domain(prep: Prepared, cfg: Mapping[str, Any]) -> dict[str, Any]:
                        if np.issubdtype(np.asarray(t).dtype, np.datetime64) else str(t[-1])]}
 
 
+def tuning_fields(val: dict[str, Any], res_scale: np.ndarray) -> dict[str, Any]:
+    """The (up to :data:`TUNE_FIELDS`) validation fields the sampler is tuned on, as the tuner's
+    keyword arguments (cond, tfeat, keys, target, static; :func:`aid.model.tune.tune_sampler`)."""
+    n = len(val["t"])
+    idx = np.unique(np.linspace(0, n - 1, min(n, TUNE_FIELDS)).round().astype(int))
+    # scored in normalised units (sample_normalised undoes res_scale), as without sigma_relative
+    return {"cond": val["cond"][idx], "tfeat": val["tfeat"][idx], "keys": [f"validation{i}" for i in val["t"][idx]],
+            "target": val["y"][idx] * res_scale[None, :, None, None], "static": val["static"]}
+
+
 def _tune(content: dict[str, Any], val: dict[str, Any], out: Path, noise_scale: bool) -> dict[str, Any]:
     """Choose the checkpoint's default sampler settings on (up to 16 of) the validation fields
     (and its per-variable noise factors when ``noise_scale``)."""
     from aid.model.api import Downscaler
     from aid.model.tune import NOISE_FACTORS, tune_sampler
 
-    n = len(val["t"])
-    idx = np.unique(np.linspace(0, n - 1, min(n, TUNE_FIELDS)).round().astype(int))
     dl = Downscaler(content, "(tuning)", out, device="cpu")
-    # scored in normalised units (sample_normalised undoes res_scale), as without sigma_relative
-    target = val["y"][idx] * dl.res_scale[None, :, None, None]
-    return tune_sampler(dl, val["cond"][idx], val["tfeat"][idx], [f"validation{i}" for i in val["t"][idx]], target,
-                        static=val["static"], noise_factors=NOISE_FACTORS if noise_scale else ())
+    return tune_sampler(dl, **tuning_fields(val, dl.res_scale), noise_factors=NOISE_FACTORS if noise_scale else ())
 
 
 def _resume_mismatch(content: Mapping[str, Any], cfg: Mapping[str, Any], prep: Prepared) -> str:

@@ -60,17 +60,21 @@ def fair_crps(ens: np.ndarray, obs: np.ndarray) -> np.ndarray:
     return skill - pair_sum / (m * (m - 1))
 
 
-def spread_skill(ens: np.ndarray, obs: np.ndarray) -> float:
+def spread_skill_per_channel(ens: np.ndarray, obs: np.ndarray) -> np.ndarray:
     """Spread-skill ratio (:func:`aid.evaluate.metrics.spread_skill_ratio`, unweighted on these
-    fields) of ``ens`` (members, N, C, H, W) against ``obs`` (N, C, H, W), mean over channels."""
+    fields) of ``ens`` (members, N, C, H, W) against ``obs`` (N, C, H, W), one per channel."""
     import xarray as xr
 
     from aid.evaluate.metrics import spread_skill_ratio
 
     dims = ("field", "channel", "y", "x")
-    ratio = spread_skill_ratio(xr.DataArray(ens, dims=("sample", *dims)), xr.DataArray(obs, dims=dims),
-                               dims=("field", "y", "x"))
-    return float(ratio.mean())
+    return np.asarray(spread_skill_ratio(xr.DataArray(ens, dims=("sample", *dims)), xr.DataArray(obs, dims=dims),
+                                         dims=("field", "y", "x")), dtype=np.float64)
+
+
+def spread_skill(ens: np.ndarray, obs: np.ndarray) -> float:
+    """:func:`spread_skill_per_channel`, mean over channels."""
+    return float(spread_skill_per_channel(ens, obs).mean())
 
 
 def choose(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -94,8 +98,7 @@ def channel_factors(rows: Sequence[dict[str, Any]], channels: Sequence[str]) -> 
 def _per_channel(ens: np.ndarray, target: np.ndarray) -> tuple[list[float], list[float]]:
     """Fair CRPS (mean over fields and points) and spread-skill ratio of every channel."""
     crps = fair_crps(ens, target).mean(axis=(0, 2, 3))
-    ssr = [spread_skill(ens[:, :, [i]], target[:, [i]]) for i in range(target.shape[1])]
-    return [float(v) for v in crps], [float(v) for v in ssr]
+    return [float(v) for v in crps], [float(v) for v in spread_skill_per_channel(ens, target)]
 
 
 def tune_noise_scale(dl: Any, cond: np.ndarray, tfeat: np.ndarray, keys: Sequence[str], target: np.ndarray,
@@ -127,7 +130,10 @@ def tune_noise_scale(dl: Any, cond: np.ndarray, tfeat: np.ndarray, keys: Sequenc
     pick = channel_factors(rows, channels)
     plain = next((r for r in rows if r["factor"] == 1.0), None)
     plain_crps = float(np.mean(plain["crps_fair_normalised_per_channel"])) if plain else np.inf
-    crps, ssr = _per_channel(run([pick[c] for c in channels]), target)
+    if plain and all(f == 1.0 for f in pick.values()):  # the plain sampler itself: already scored
+        crps, ssr = plain["crps_fair_normalised_per_channel"], plain["spread_skill_per_channel"]
+    else:
+        crps, ssr = _per_channel(run([pick[c] for c in channels]), target)
     combined = {"noise_scale": pick, "crps_fair_normalised_per_channel": crps, "spread_skill_per_channel": ssr,
                 "crps_fair_normalised": float(np.mean(crps))}
     kept = combined["crps_fair_normalised"] <= plain_crps
